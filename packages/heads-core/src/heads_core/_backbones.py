@@ -1,0 +1,515 @@
+"""Backbones from timm and torchvision, each returning NCHW feature maps.
+
+`create_backbone` gives the final unpooled map (what a classifier pools);
+`create_feature_backbone` gives one map per stride level for necks such as a
+feature pyramid. Channels and strides are measured with a forward pass on the
+meta device, never read from library metadata.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
+
+from ._imports import require
+from ._meta import meta_forward
+from ._weights import (
+    adapt_input_conv,
+    hf_cache_candidates,
+    is_weight_file,
+    key_mismatch_message,
+    read_state_dict,
+    strip_known_prefix,
+    torchvision_cache_file,
+)
+from .errors import WeightsNotFoundError
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("timm", "torchvision")
+DEFAULT_INPUT_SIZE = (224, 224)
+
+
+@dataclass(frozen=True)
+class TorchvisionFamily:
+    """How to take the feature trunk out of one family of torchvision classifiers.
+
+    Attributes:
+        prefixes: model names that belong to the family.
+        stages: dotted names of the submodules run in order, or the name of a
+            container whose children are run in order (ending in `.*`).
+        removed: attributes deleted from the model (pooling and classifier).
+        classifier: the linear layer that follows global average pooling in the
+            original model, copied into a head of the same size, or None when
+            the original classifier is more than pooling and one linear layer.
+        final: extra step on the last map: "relu" (DenseNet), "norm_nhwc" (Swin),
+            "tokens" (ViT) or "" for none.
+    """
+
+    prefixes: tuple[str, ...]
+    stages: tuple[str, ...]
+    removed: tuple[str, ...]
+    classifier: str | None
+    final: str = ""
+    nhwc: bool = False
+
+
+TORCHVISION_FAMILIES = (
+    TorchvisionFamily(
+        ("resnet", "resnext", "wide_resnet"),
+        ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"),
+        ("avgpool", "fc"),
+        "fc",
+    ),
+    TorchvisionFamily(("regnet",), ("stem", "trunk_output.*"), ("avgpool", "fc"), "fc"),
+    TorchvisionFamily(("mobilenet_v2",), ("features.*",), ("classifier",), "classifier.1"),
+    TorchvisionFamily(("efficientnet",), ("features.*",), ("avgpool", "classifier"), "classifier.1"),
+    TorchvisionFamily(("mobilenet_v3",), ("features.*",), ("avgpool", "classifier"), None),
+    TorchvisionFamily(("convnext",), ("features.*",), ("avgpool", "classifier"), None),
+    TorchvisionFamily(("densenet",), ("features.*",), ("classifier",), "classifier", final="relu"),
+    TorchvisionFamily(("vgg",), ("features.*",), ("avgpool", "classifier"), None),
+    TorchvisionFamily(("mnasnet",), ("layers.*",), ("classifier",), "classifier.1"),
+    TorchvisionFamily(
+        ("shufflenet",), ("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5"), ("fc",), "fc"
+    ),
+    TorchvisionFamily(("maxvit",), ("stem", "blocks.*"), ("classifier",), None),
+    TorchvisionFamily(
+        ("swin",), ("features.*",), ("avgpool", "flatten", "head", "permute"), "head", final="norm", nhwc=True
+    ),
+    TorchvisionFamily(("vit",), (), ("heads",), None, final="tokens"),
+)
+
+
+def torchvision_family(name: str) -> TorchvisionFamily:
+    """Return the family of a torchvision classification model name."""
+    for family in TORCHVISION_FAMILIES:
+        if name.startswith(family.prefixes):
+            return family
+    known = ", ".join(p for f in TORCHVISION_FAMILIES for p in f.prefixes)
+    raise ValueError(
+        f"torchvision backbone {name!r} is not supported as a feature trunk; supported families: "
+        f"{known}; use source: timm for other architectures"
+    )
+
+
+# --- names ---------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def available_backbones(source: str) -> tuple[str, ...]:
+    """Return every model name `source` can build, sorted."""
+    if source == "timm":
+        timm = require("timm", "a timm backbone")
+        return tuple(sorted(timm.list_models()))
+    tv_models = require("torchvision.models", "a torchvision backbone")
+    names = tv_models.list_models(module=tv_models)
+    return tuple(sorted(n for n in names if n.startswith(tuple(p for f in TORCHVISION_FAMILIES for p in f.prefixes))))
+
+
+def check_backbone_name(source: str, name: str) -> None:
+    """Raise ValueError naming close matches when `name` is not a model of `source`."""
+    if source == "timm":
+        timm = require("timm", "a timm backbone")
+        if timm.is_model(name):
+            return
+    elif name in available_backbones(source):
+        return
+    bare = name.split(".", 1)[0]
+    close = difflib.get_close_matches(bare, available_backbones(source), n=5, cutoff=0.6)
+    hint = f"; did you mean: {', '.join(close)}?" if close else f"; list the choices with {source}'s list_models()"
+    raise ValueError(f"unknown {source} backbone {name!r}{hint}")
+
+
+# --- modules ---------------------------------------------------------------
+
+
+def _tokens_to_map(tokens: Tensor, image_size: tuple[int, int], prefix_tokens: int) -> Tensor:
+    """Turn (N, prefix + H*W, C) transformer tokens into an (N, C, H, W) map."""
+    tokens = tokens[:, prefix_tokens:]
+    n, length, channels = tokens.shape
+    height = max(1, round(math.sqrt(length * image_size[0] / image_size[1])))
+    width = length // height
+    if height * width != length:
+        raise ValueError(
+            f"cannot arrange {length} patch tokens into a grid for an input of {image_size[0]}x{image_size[1]}"
+        )
+    return tokens.transpose(1, 2).reshape(n, channels, height, width)
+
+
+class TimmTrunk(nn.Module):
+    """A timm model without its classifier; `forward` returns `forward_features` as NCHW."""
+
+    def __init__(self, model: nn.Module, layout: str) -> None:
+        super().__init__()
+        self.model = model
+        self.layout = layout
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.model.forward_features(x)
+        if self.layout == "NHWC":
+            return features.permute(0, 3, 1, 2)
+        if self.layout == "NLC":
+            return _tokens_to_map(features, x.shape[-2:], getattr(self.model, "num_prefix_tokens", 0))
+        return features
+
+
+class TorchvisionTrunk(nn.Module):
+    """A torchvision classifier without pooling and classifier, returning NCHW maps."""
+
+    def __init__(self, model: nn.Module, family: TorchvisionFamily) -> None:
+        super().__init__()
+        self.model = model
+        self.family = family
+        self.stage_names = self._expand_stages(model, family.stages)
+
+    @staticmethod
+    def _expand_stages(model: nn.Module, stages: Sequence[str]) -> list[str]:
+        names = []
+        for stage in stages:
+            if stage.endswith(".*"):
+                container = stage[:-2]
+                names += [f"{container}.{child}" for child, _ in model.get_submodule(container).named_children()]
+            else:
+                names.append(stage)
+        return names
+
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """Return the NCHW output of every stage, in order."""
+        if self.family.final == "tokens":
+            return [self._vit_map(x)]
+        outputs = []
+        for index, name in enumerate(self.stage_names):
+            x = self.model.get_submodule(name)(x)
+            last = index == len(self.stage_names) - 1
+            out = x
+            if last and self.family.final == "relu":
+                out = F.relu(out)
+            if last and self.family.final == "norm":
+                out = self.model.norm(out)
+            if self.family.nhwc:
+                out = out.permute(0, 3, 1, 2)
+            outputs.append(out)
+        return outputs
+
+    def _vit_map(self, x: Tensor) -> Tensor:
+        tokens = self.model._process_input(x)
+        class_token = self.model.class_token.expand(tokens.shape[0], -1, -1)
+        tokens = self.model.encoder(torch.cat([class_token, tokens], dim=1))
+        return _tokens_to_map(tokens, x.shape[-2:], prefix_tokens=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_stages(x)[-1]
+
+
+class FeatureBackbone(nn.Module):
+    """A backbone that returns one NCHW map per selected stride level.
+
+    Attributes:
+        channels: channels of each returned map, measured.
+        strides: input size divided by each map's size, measured.
+    """
+
+    def __init__(self, trunk: nn.Module, source: str, stage_indices: Sequence[int] | None) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.source = source
+        self.stage_indices = list(stage_indices) if stage_indices is not None else None
+        self.channels: list[int] = []
+        self.strides: list[int] = []
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        if self.source == "timm":
+            maps = self.trunk.model(x)
+            return [m.permute(0, 3, 1, 2) for m in maps] if self.trunk.layout == "NHWC" else list(maps)
+        stages = self.trunk.forward_stages(x)
+        assert self.stage_indices is not None
+        return [stages[i] for i in self.stage_indices]
+
+
+# --- construction ------------------------------------------------------------
+
+
+@dataclass
+class PretrainedClassifier:
+    """The original classifier's weights, for a head of matching size."""
+
+    weight: Tensor
+    bias: Tensor | None
+
+
+def _timm_layout(model: nn.Module, size: tuple[int, int], in_chans: int) -> tuple[str, int]:
+    features = meta_forward(_ForwardFeatures(model), torch.empty(1, in_chans, *size, device="meta"))
+    assert isinstance(features, Tensor)
+    declared = getattr(model, "output_fmt", None)
+    if features.dim() == 3:
+        return "NLC", features.shape[-1]
+    if features.dim() != 4:
+        raise ValueError(f"timm backbone returned features of shape {tuple(features.shape)}; expected 3 or 4 dims")
+    num_features = getattr(model, "num_features", None)
+    if str(declared) == "NHWC" or (features.shape[1] != num_features and features.shape[-1] == num_features):
+        return "NHWC", features.shape[-1]
+    return "NCHW", features.shape[1]
+
+
+class _ForwardFeatures(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.forward_features(x)
+
+
+def timm_input_size(name: str) -> tuple[int, int]:
+    """Return the input size of a timm model's pretrained configuration."""
+    timm = require("timm", "a timm backbone")
+    cfg = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
+    if cfg is None or not getattr(cfg, "input_size", None):
+        return DEFAULT_INPUT_SIZE
+    return tuple(cfg.input_size[-2:])  # type: ignore[return-value]
+
+
+def _timm_pretrained_kwargs(name: str, weights: str | None) -> tuple[str, dict]:
+    """Return the timm model name with tag and the create_model arguments that load `weights`."""
+    if weights is None:
+        return name, {"pretrained": False}
+    if is_weight_file(weights):
+        return name, {"pretrained": True, "pretrained_cfg_overlay": {"file": weights}}
+    timm = require("timm", "a timm backbone")
+    full_name = name if weights in ("default", "DEFAULT") or "." in name else f"{name}.{weights}"
+    cfg = timm.get_pretrained_cfg(full_name, allow_unregistered=False)
+    if cfg is None:
+        raise WeightsNotFoundError(
+            f"{weights!r} of timm model {name!r}",
+            [f"timm pretrained tags of {name}"],
+            f"choose a tag from timm.list_pretrained({name.split('.')[0] + '*'!r}) or give a weights file path",
+        )
+    repo = cfg.hf_hub_id
+    searched: list[str] = []
+    found = None
+    if repo:
+        searched, found = hf_cache_candidates(repo)
+    if found is None:
+        raise WeightsNotFoundError(
+            f"{full_name!r} (timm)",
+            searched or [f"no Hugging Face repository is set for {full_name}"],
+            "download them once with huggingface_hub on a networked machine, set HF_HUB_CACHE to the cache "
+            "folder, or give the file path as weights",
+        )
+    return full_name, {"pretrained": True, "pretrained_cfg_overlay": {"file": found}}
+
+
+def _create_timm(name: str, weights: str | None, in_chans: int, **kwargs: object) -> nn.Module:
+    timm = require("timm", "a timm backbone")
+    full_name, pretrained_kwargs = _timm_pretrained_kwargs(name, weights)
+    logger.info("creating timm model %s (weights: %s)", full_name, weights or "random")
+    return timm.create_model(full_name, in_chans=in_chans, **pretrained_kwargs, **kwargs)
+
+
+def _create_torchvision(name: str, weights: str | None, in_chans: int) -> nn.Module:
+    tv_models = require("torchvision.models", "a torchvision backbone")
+    if weights is None:
+        model = tv_models.get_model(name, weights=None)
+    elif is_weight_file(weights):
+        model = tv_models.get_model(name, weights=None)
+        state = read_state_dict(weights)
+        expected = set(model.state_dict())
+        state = strip_known_prefix(state, expected)
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise ValueError(
+                f"weights file {weights} does not match torchvision {name}: "
+                f"{key_mismatch_message(missing, unexpected)}"
+            )
+        model.load_state_dict(state)
+    else:
+        model = tv_models.get_model(name, weights=_torchvision_weights(name, weights))
+    if in_chans != 3:
+        replace_first_conv(model, in_chans)
+    return model
+
+
+def _torchvision_weights(name: str, weights: str) -> object:
+    tv_models = require("torchvision.models", "a torchvision backbone")
+    enum = tv_models.get_model_weights(name)
+    member_name = weights.rsplit(".", 1)[-1]
+    if member_name == "DEFAULT" or member_name == "default":
+        member = enum.DEFAULT
+    else:
+        members = {m.name: m for m in enum}
+        if member_name not in members:
+            raise ValueError(
+                f"unknown torchvision weights {weights!r} for {name}; choose one of: "
+                + ", ".join(["DEFAULT", *members])
+            )
+        member = members[member_name]
+    path = torchvision_cache_file(member.url)
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"{enum.__name__}.{member.name}",
+            [str(path)],
+            "put the file there (TORCH_HOME sets the folder), or give the file path as weights",
+        )
+    return member
+
+
+def replace_first_conv(model: nn.Module, in_chans: int) -> str:
+    """Replace the first 3-channel convolution of `model` by one taking `in_chans` inputs.
+
+    The kernel is adapted with `adapt_input_conv`. Returns the convolution's name.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
+            new = nn.Conv2d(
+                in_chans,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups if module.groups == 1 else in_chans,
+                module.bias is not None,
+                module.padding_mode,
+                device=module.weight.device,
+                dtype=module.weight.dtype,
+            )
+            with torch.no_grad():
+                new.weight.copy_(adapt_input_conv(module.weight.detach(), in_chans))
+                if module.bias is not None:
+                    new.bias.copy_(module.bias.detach())
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+            return name
+    raise ValueError("the backbone has no 3-channel convolution to adapt to in_chans")
+
+
+def _pop_classifier(model: nn.Module, dotted: str | None) -> PretrainedClassifier | None:
+    if dotted is None:
+        return None
+    try:
+        layer = model.get_submodule(dotted)
+    except AttributeError:
+        return None
+    if not isinstance(layer, nn.Linear) or layer.weight.device.type == "meta":
+        return None
+    bias = None if layer.bias is None else layer.bias.detach().clone()
+    return PretrainedClassifier(layer.weight.detach().clone(), bias)
+
+
+def create_backbone(
+    source: str, name: str, *, weights: str | None = None, in_chans: int = 3
+) -> tuple[nn.Module, int, PretrainedClassifier | None]:
+    """Build the feature trunk of a classifier.
+
+    Args:
+        source: "timm" or "torchvision".
+        name: the library's model name.
+        weights: None for random initialisation, a pretrained tag, or a file path.
+        in_chans: input channels; the first convolution is adapted when not 3.
+
+    Returns:
+        The trunk, whose forward returns the final unpooled (N, C, H, W) map;
+        C, measured; and the pretrained linear classifier when the original
+        model had one after global average pooling and weights were loaded.
+    """
+    if source == "timm":
+        model = _create_timm(name, weights, in_chans)
+        classifier = model.pretrained_cfg.get("classifier") if weights else None
+        if isinstance(classifier, (list, tuple)):
+            classifier = classifier[0]
+        pretrained = _pop_classifier(model, classifier)
+        model.reset_classifier(0)
+        layout, channels = _timm_layout(model, timm_input_size(name), in_chans)
+        return TimmTrunk(model, layout), channels, pretrained
+    if source != "torchvision":
+        raise ValueError(f"unknown backbone source {source!r}; choose one of: {', '.join(SOURCES)}")
+    family = torchvision_family(name)
+    model = _create_torchvision(name, weights, in_chans)
+    pretrained = _pop_classifier(model, family.classifier) if weights else None
+    for attribute in family.removed:
+        if hasattr(model, attribute):
+            delattr(model, attribute)
+    trunk = TorchvisionTrunk(model, family)
+    out = meta_forward(trunk, torch.empty(1, in_chans, *DEFAULT_INPUT_SIZE, device="meta"))
+    return trunk, out.shape[1], pretrained
+
+
+def create_feature_backbone(
+    source: str,
+    name: str,
+    *,
+    weights: str | None = None,
+    in_chans: int = 3,
+    levels: Sequence[int] | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> FeatureBackbone:
+    """Build a backbone that returns one NCHW map per stride level.
+
+    Args:
+        levels: which stride levels to return, counted from 0 at the finest
+            level the backbone has; None returns every level.
+        input_size: the size used to measure channels and strides.
+
+    The returned module's `channels` and `strides` describe its outputs.
+    """
+    size = input_size or (timm_input_size(name) if source == "timm" else DEFAULT_INPUT_SIZE)
+    if source == "timm":
+        kwargs: dict[str, object] = {"features_only": True}
+        if levels is not None:
+            kwargs["out_indices"] = tuple(levels)
+        model = _create_timm(name, weights, in_chans, **kwargs)
+        maps = meta_forward(model, torch.empty(1, in_chans, *size, device="meta"))
+        declared = model.feature_info.channels()
+        nhwc = str(getattr(model, "output_fmt", "NCHW")) == "NHWC" or (
+            maps[-1].shape[1] != declared[-1] and maps[-1].shape[-1] == declared[-1]
+        )
+        backbone = FeatureBackbone(TimmTrunk(model, "NHWC" if nhwc else "NCHW"), "timm", None)
+    elif source == "torchvision":
+        trunk, _, _ = create_backbone(source, name, weights=weights, in_chans=in_chans)
+        stages = meta_forward(_AllStages(trunk), torch.empty(1, in_chans, *size, device="meta"))
+        boundaries = _level_boundaries([s.shape[-2:] for s in stages], size)
+        chosen = boundaries if levels is None else [_pick_level(boundaries, level, name) for level in levels]
+        backbone = FeatureBackbone(trunk, "torchvision", chosen)
+    else:
+        raise ValueError(f"unknown backbone source {source!r}; choose one of: {', '.join(SOURCES)}")
+    maps = meta_forward(backbone, torch.empty(1, in_chans, *size, device="meta"))
+    backbone.channels = [m.shape[1] for m in maps]
+    backbone.strides = [round(size[0] / m.shape[-2]) for m in maps]
+    return backbone
+
+
+class _AllStages(nn.Module):
+    def __init__(self, trunk: TorchvisionTrunk) -> None:
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return self.trunk.forward_stages(x)
+
+
+def _level_boundaries(shapes: Sequence[torch.Size], size: tuple[int, int]) -> list[int]:
+    """Return the index of the last stage at each stride, finest first."""
+    boundaries: list[int] = []
+    for index, shape in enumerate(shapes):
+        stride = size[0] / shape[0]
+        if index + 1 < len(shapes) and size[0] / shapes[index + 1][0] == stride:
+            continue
+        if stride >= 2:
+            boundaries.append(index)
+    return boundaries
+
+
+def _pick_level(boundaries: list[int], level: int, name: str) -> int:
+    if not 0 <= level < len(boundaries):
+        raise ValueError(
+            f"feature level {level} does not exist in {name}; it has levels 0 to {len(boundaries) - 1}"
+        )
+    return boundaries[level]

@@ -1,0 +1,169 @@
+"""Reading manifest files (YAML, JSON, TOML) and turning validation errors into ManifestError."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from .errors import ManifestError, ManifestProblem, ZooError
+from .plugins import get_plugin, installed_plugins
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+MAX_MANIFEST_BYTES = 1 << 20
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
+
+
+def _yaml_loader() -> type:
+    import yaml
+
+    class ManifestLoader(yaml.SafeLoader):
+        """A safe loader that rejects aliases and duplicate keys."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.constructor.ConstructorError(
+                    None, None, "YAML aliases (*name) are not allowed in manifests; write the value out", event.start_mark
+                )
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}; each key may appear once", key_node.start_mark
+                    )
+                seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+            return super().construct_mapping(node, deep=deep)
+
+    return ManifestLoader
+
+
+def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}; each key may appear once")
+        result[key] = value
+    return result
+
+
+def read_manifest_data(path: str | Path) -> dict[str, Any]:
+    """Read the raw mapping of a manifest file, before validation."""
+    path = Path(path)
+    source = str(path)
+    if path.suffix not in MANIFEST_SUFFIXES:
+        raise ManifestError(source, [ManifestProblem("", f"unknown manifest type {path.suffix!r}; use one of {', '.join(MANIFEST_SUFFIXES)}")])
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise ManifestError(source, [ManifestProblem("", f"cannot read the file ({error.strerror})")]) from error
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(source, [ManifestProblem("", f"the file has {size} bytes; manifests are limited to {MAX_MANIFEST_BYTES}")])
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ManifestError(source, [ManifestProblem("", f"not valid UTF-8 at byte {error.start}; save the file as UTF-8")]) from error
+    if not text.strip():
+        raise ManifestError(source, [ManifestProblem("", "the file is empty; a manifest needs at least name, version, task and backbone")])
+    try:
+        data = _parse(text, path.suffix)
+    except Exception as error:  # each parser has its own error types
+        raise ManifestError(source, [ManifestProblem("", f"cannot parse {path.suffix[1:].upper()}: {error}")]) from error
+    if not isinstance(data, Mapping):
+        raise ManifestError(source, [ManifestProblem("", f"the top level must be a mapping of keys, got {type(data).__name__}")])
+    return dict(data)
+
+
+def _parse(text: str, suffix: str) -> Any:
+    if suffix == ".json":
+        return json.loads(text, object_pairs_hook=_no_duplicate_pairs)
+    if suffix == ".toml":
+        return tomllib.loads(text)
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif isinstance(item, str) and item.startswith(("function-", "constrained-")):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _shorten(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def problems_from_validation(error: ValidationError) -> list[ManifestProblem]:
+    """One ManifestProblem per pydantic error, with the field path and the bad value."""
+    problems = []
+    for item in error.errors(include_url=False):
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] not in ("missing",) and "input" in item and not isinstance(item["input"], (dict, Mapping)):
+            message += f" (got {_shorten(item['input'])})"
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling"
+        problems.append(ManifestProblem(_format_location(item["loc"]), message))
+    return problems
+
+
+def validate_manifest(data: Mapping[str, Any], source: str = "<manifest>") -> Any:
+    """Validate a manifest mapping and return the task's manifest instance.
+
+    Raises:
+        ManifestError: with one problem per invalid field.
+    """
+    if not isinstance(data, Mapping):
+        raise ManifestError(source, [ManifestProblem("", f"a manifest must be a mapping, got {type(data).__name__}")])
+    task = data.get("task")
+    if task is None:
+        choices = ", ".join(installed_plugins())
+        raise ManifestError(source, [ManifestProblem("task", f"missing; choose one of: {choices}")])
+    try:
+        plugin = get_plugin(str(task))
+    except ValueError as error:
+        raise ManifestError(source, [ManifestProblem("task", str(error))]) from None
+    try:
+        return plugin.manifest_type.model_validate(dict(data))
+    except ValidationError as error:
+        raise ManifestError(source, problems_from_validation(error)) from None
+    except ZooError as error:  # a missing optional package found while checking the backbone
+        raise ManifestError(source, [ManifestProblem("backbone", str(error))]) from None
+
+
+def load_manifest(path: str | Path) -> Any:
+    """Read and validate a manifest file."""
+    return validate_manifest(read_manifest_data(path), str(path))
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of every manifest an installed task accepts."""
+    from typing import Annotated, Union
+
+    from pydantic import Field
+
+    types = tuple(plugin.manifest_type for plugin in installed_plugins().values())
+    union = Annotated[Union[types], Field(discriminator="task")]  # type: ignore[valid-type]  # noqa: UP007
+    schema = TypeAdapter(union).json_schema()
+    schema["title"] = "Model zoo manifest"
+    return schema

@@ -1,0 +1,127 @@
+"""Pretrained weights from local caches and files; nothing here downloads."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .errors import CheckpointError, WeightsNotFoundError
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+_PREFIXES = ("module.", "_orig_mod.", "model.", "state_dict.")
+
+
+def is_weight_file(weights: str) -> bool:
+    """Tell whether a manifest's `weights` value names a file instead of a tag."""
+    return weights.endswith(WEIGHT_FILE_SUFFIXES) or "/" in weights or os.sep in weights
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict from a safetensors file or a pickle, never running code.
+
+    Pickles are read with `weights_only=True`. A dict that wraps the state dict
+    under `state_dict` or `model` (as training scripts save them) is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(str(path), [str(path.resolve())], "give the path of an existing weights file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorsError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except SafetensorsError as error:
+            raise CheckpointError(path, f"not a readable safetensors file ({error})") from error
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for bad pickles
+        raise CheckpointError(
+            path,
+            f"cannot be read as a weights-only state dict ({type(error).__name__}: {error}); "
+            "convert it to safetensors or save a plain state dict",
+        ) from error
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise CheckpointError(path, "does not contain a state dict (a mapping of names to tensors)")
+    return dict(loaded)
+
+
+def strip_known_prefix(state: Mapping[str, Tensor], expected: set[str]) -> dict[str, Tensor]:
+    """Remove a wrapper prefix such as `module.` when the bare keys then match exactly."""
+    keys = set(state)
+    if keys == expected:
+        return dict(state)
+    for prefix in _PREFIXES:
+        if all(k.startswith(prefix) for k in keys):
+            bare = {k[len(prefix) :]: v for k, v in state.items()}
+            if set(bare) == expected:
+                return bare
+    return dict(state)
+
+
+def key_mismatch_message(missing: set[str], unexpected: set[str], limit: int = 20) -> str:
+    """Describe missing and unexpected keys, each sorted, the longest lists shortened."""
+
+    def show(keys: set[str]) -> str:
+        ordered = sorted(keys)
+        shown = ", ".join(ordered[:limit])
+        return shown + (f", ... ({len(ordered) - limit} more)" if len(ordered) > limit else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {show(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
+    return "; ".join(parts)
+
+
+def torchvision_cache_file(url: str) -> Path:
+    """Return where torch hub keeps the file downloaded from `url`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def hf_cache_candidates(repo_id: str) -> tuple[list[str], str | None]:
+    """Look for a Hugging Face weight file of `repo_id` in the local cache only.
+
+    Returns:
+        The places searched, and the path found or None.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    searched = []
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        searched.append(f"{HF_HUB_CACHE}/models--{repo_id.replace('/', '--')}/snapshots/*/{filename}")
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=HF_HUB_CACHE)
+        if isinstance(found, str):
+            return searched, found
+    return searched, None
+
+
+def adapt_input_conv(weight: Tensor, in_chans: int) -> Tensor:
+    """Adapt an RGB convolution kernel of shape (O, 3, kH, kW) to `in_chans` inputs.
+
+    One channel gets the sum over RGB, so a grey image equal to each RGB plane
+    gives the same response. More channels repeat R, G, B cyclically, scaled by
+    3 / in_chans so the expected activation stays the same.
+    """
+    if weight.shape[1] == in_chans:
+        return weight
+    dtype = weight.dtype
+    weight = weight.float()
+    if in_chans == 1:
+        adapted = weight.sum(dim=1, keepdim=True)
+    else:
+        repeats = -(-in_chans // weight.shape[1])
+        adapted = weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+    return adapted.to(dtype)

@@ -1,0 +1,216 @@
+"""The manifest: a short YAML, JSON or TOML file that names a backbone and a task.
+
+Manifests are pydantic v2 models that forbid unknown keys. The `task` field
+selects the model class; heads-core defines classification, anomaly
+detection and regression, and other packages add tasks through the
+`heads_core.tasks` entry-point group (see `heads_core.plugins`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from ._backbones import check_backbone_name, timm_input_size
+
+__all__ = [
+    "AnomalyManifest",
+    "BackboneSpec",
+    "ClassificationManifest",
+    "Manifest",
+    "Preprocess",
+    "RegressionManifest",
+    "canonical_json",
+]
+
+# Limits that keep a manifest from exhausting memory; each is far above what
+# real models use.
+MAX_CLASSES = 100_000
+MAX_OUTPUTS = 10_000
+MAX_INPUT_SIDE = 8192
+MAX_IN_CHANS = 64
+
+SafeName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,99}$"),
+    Field(description="lower-case letters, digits, '.', '_' and '-', starting with a letter or digit"),
+]
+SafeVersion = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$"),
+    Field(description="letters, digits, '.', '_', '+' and '-', up to 64 characters; also the registry tag"),
+]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class StrictModel(BaseModel):
+    """Base of every manifest section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackboneSpec(StrictModel):
+    """The backbone: a timm or torchvision model name and how to initialise it.
+
+    `weights` is None for random initialisation; "DEFAULT" for the library's
+    default pretrained weights; a pretrained tag (a timm tag such as
+    "a1_in1k", a torchvision enum member such as "IMAGENET1K_V2"); or the path
+    of a safetensors or state-dict file, relative to the manifest's folder.
+    """
+
+    source: Literal["timm", "torchvision"]
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")]
+    weights: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    in_chans: Annotated[int, Field(ge=1, le=MAX_IN_CHANS)] = 3
+
+    @model_validator(mode="after")
+    def _known_name(self) -> BackboneSpec:
+        check_backbone_name(self.source, self.name)
+        return self
+
+
+class Preprocess(StrictModel):
+    """Image preprocessing: resize the shorter side, center-crop, normalise.
+
+    `input_size` is (height, width) of the model input. `resize` is the
+    shorter side before the crop; None means the crop size divided by 0.875.
+    """
+
+    input_size: tuple[
+        Annotated[int, Field(ge=8, le=MAX_INPUT_SIDE)], Annotated[int, Field(ge=8, le=MAX_INPUT_SIDE)]
+    ]
+    resize: Annotated[int, Field(ge=8, le=MAX_INPUT_SIDE)] | None = None
+    mean: tuple[Annotated[float, Field(ge=-1e3, le=1e3, allow_inf_nan=False)], ...]
+    std: tuple[Annotated[float, Field(gt=0, le=1e3, allow_inf_nan=False)], ...]
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> Preprocess:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}; give one per channel")
+        return self
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _per_channel(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
+    """Size RGB statistics for `in_chans`: their mean for grey, repeated for extra channels."""
+    if in_chans == len(values):
+        return values
+    average = sum(values) / len(values)
+    if in_chans < len(values):
+        return (average,) * in_chans
+    return values + (average,) * (in_chans - len(values))
+
+
+def default_preprocess(backbone: BackboneSpec) -> Preprocess:
+    """Return the backbone's pretrained preprocessing, sized for its `in_chans`."""
+    size, mean, std, interpolation, crop_pct = (224, 224), IMAGENET_MEAN, IMAGENET_STD, "bilinear", 0.875
+    if backbone.source == "timm":
+        import timm
+
+        cfg = timm.get_pretrained_cfg(backbone.name)
+        if cfg is not None:
+            size = timm_input_size(backbone.name)
+            mean, std = tuple(cfg.mean), tuple(cfg.std)
+            interpolation = cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic") else "bilinear"
+            crop_pct = cfg.crop_pct or crop_pct
+    return Preprocess(
+        input_size=size,
+        resize=int(math.floor(size[0] / crop_pct)),
+        mean=_per_channel(tuple(mean), backbone.in_chans),
+        std=_per_channel(tuple(std), backbone.in_chans),
+        interpolation=interpolation,
+    )
+
+
+class ManifestBase(StrictModel):
+    """Fields every manifest has, whatever its task.
+
+    `seed` seeds the random initialisation, so the same manifest always
+    gives a byte-identical checkpoint.
+    """
+
+    name: SafeName
+    version: SafeVersion
+    description: Annotated[str, StringConstraints(max_length=4000)] = ""
+    task: str
+    backbone: BackboneSpec
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    preprocess: Preprocess | None = None
+
+    @model_validator(mode="after")
+    def _fill_preprocess(self) -> ManifestBase:
+        if self.preprocess is None:
+            object.__setattr__(self, "preprocess", default_preprocess(self.backbone))
+        assert self.preprocess is not None
+        if len(self.preprocess.mean) != self.backbone.in_chans:
+            raise ValueError(
+                f"preprocess.mean and preprocess.std have {len(self.preprocess.mean)} values but "
+                f"backbone.in_chans is {self.backbone.in_chans}; give one value per input channel"
+            )
+        return self
+
+
+def _check_names(names: list[str] | None, count: int, names_field: str, count_field: str) -> None:
+    if names is None:
+        return
+    if len(names) != count:
+        raise ValueError(f"{names_field} has {len(names)} entries but {count_field} is {count}; make them agree")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{names_field} repeats {', '.join(map(repr, duplicates))}; names must be unique")
+
+
+class ClassificationManifest(ManifestBase):
+    """Image classification: `num_classes` softmax logits."""
+
+    task: Literal["classification"]
+    num_classes: Annotated[int, Field(ge=1, le=MAX_CLASSES)]
+    class_names: list[Label] | None = Field(default=None, max_length=MAX_CLASSES)
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+
+    @model_validator(mode="after")
+    def _names_match(self) -> ClassificationManifest:
+        _check_names(self.class_names, self.num_classes, "class_names", "num_classes")
+        return self
+
+
+class AnomalyManifest(ManifestBase):
+    """Anomaly detection: one logit per image; sigmoid gives the anomaly probability."""
+
+    task: Literal["anomaly_detection"]
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+
+
+class RegressionManifest(ManifestBase):
+    """Regression: `num_outputs` raw values per image."""
+
+    task: Literal["regression"]
+    num_outputs: Annotated[int, Field(ge=1, le=MAX_OUTPUTS)] = 1
+    output_names: list[Label] | None = Field(default=None, max_length=MAX_OUTPUTS)
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+
+    @model_validator(mode="after")
+    def _names_match(self) -> RegressionManifest:
+        _check_names(self.output_names, self.num_outputs, "output_names", "num_outputs")
+        return self
+
+
+# Any validated manifest; the concrete class depends on the task.
+Manifest = ManifestBase
+
+
+def canonical_json(manifest: ManifestBase) -> str:
+    """Serialise a validated manifest as canonical JSON: sorted keys, no spaces."""
+    data = manifest.model_dump(mode="json")
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+

@@ -1,0 +1,125 @@
+"""Task plugins: how a package adds a task to the zoo.
+
+A package registers one `TaskPlugin` instance per task in the
+`heads_core.tasks` entry-point group, with the task name as the entry-point
+name::
+
+    [project.entry-points."heads_core.tasks"]
+    detection = "heads_detection.plugin:DETECTION"
+
+The plugin owns the task's manifest class, builds the model, and turns model
+outputs into something a person can read. Entry points are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._tasks import TASK_PACKAGES, TaskType
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from torch import Tensor, nn
+
+    from .manifest import ManifestBase
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "heads_core.tasks"
+
+__all__ = ["ENTRY_POINT_GROUP", "BuildResult", "TaskPlugin", "get_plugin", "installed_plugins"]
+
+
+@dataclass
+class BuildResult:
+    """A freshly built model and the tensors initialised anew while adapting pretrained weights."""
+
+    model: nn.Module
+    reinitialized: list[str] = field(default_factory=list)
+
+
+class TaskPlugin:
+    """One task of the zoo. Subclasses set `task` and `manifest_type` and implement `build`.
+
+    Attributes:
+        task: the manifest's `task` value.
+        manifest_type: the pydantic model of the task's manifests.
+    """
+
+    task: str
+    manifest_type: type[ManifestBase]
+
+    def build(self, manifest: Any, *, weights_dir: Path | None, load_weights: bool) -> BuildResult:
+        """Construct the model of `manifest`.
+
+        Args:
+            manifest: a validated instance of `manifest_type`.
+            weights_dir: the folder that relative weight paths start from.
+            load_weights: False when the caller assigns every tensor from a
+                checkpoint afterwards, so no pretrained weights are read.
+        """
+        raise NotImplementedError
+
+    def describe_outputs(self, manifest: Any) -> dict[str, Any]:
+        """Describe what the model's outputs mean, for the checkpoint's `zoo.outputs`."""
+        raise NotImplementedError
+
+    def prepare_image(self, image: Image.Image, manifest: Any) -> Tensor:
+        """Turn a PIL image into the (C, H, W) tensor the model expects."""
+        from .preprocessing import preprocess_image
+
+        return preprocess_image(image, manifest.preprocess, manifest.backbone.in_chans)
+
+    def predict(self, model: nn.Module, images: list[Tensor], manifest: Any, top_k: int = 5) -> list[dict[str, Any]]:
+        """Run `model` in eval mode on prepared images; one JSON-ready dict per image."""
+        raise NotImplementedError
+
+    def format_prediction(self, prediction: dict[str, Any], manifest: Any) -> list[str]:
+        """Describe one prediction as lines of text for the terminal."""
+        return [f"{key}: {value}" for key, value in prediction.items()]
+
+    def draw(self, image: Image.Image, prediction: dict[str, Any], manifest: Any) -> Image.Image:
+        """Return a copy of `image` with the prediction drawn on it."""
+        raise ValueError(f"task {self.task!r} has nothing to draw; drop --draw")
+
+
+@functools.lru_cache(maxsize=1)
+def installed_plugins() -> dict[str, TaskPlugin]:
+    """Load every task plugin registered in the entry-point group.
+
+    Raises:
+        RuntimeError: two installed packages register the same task.
+    """
+    plugins: dict[str, TaskPlugin] = {}
+    origins: dict[str, str] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        origin = f"{entry.value} (from {entry.dist.name if entry.dist else 'unknown distribution'})"
+        if entry.name in plugins:
+            raise RuntimeError(
+                f"task {entry.name!r} is registered twice: by {origins[entry.name]} and by {origin}; "
+                "uninstall one of the two packages"
+            )
+        plugin = entry.load()
+        if not isinstance(plugin, TaskPlugin):
+            raise TypeError(f"entry point {origin} must be a TaskPlugin instance, got {type(plugin).__name__}")
+        plugins[entry.name] = plugin
+        origins[entry.name] = origin
+    return plugins
+
+
+def get_plugin(task: str) -> TaskPlugin:
+    """Return the plugin of `task`, or raise naming the package that provides it."""
+    plugins = installed_plugins()
+    if task in plugins:
+        return plugins[task]
+    try:
+        package = TASK_PACKAGES[TaskType(task)]
+    except ValueError:
+        choices = ", ".join(t.value for t in TaskType)
+        raise ValueError(f"unknown task {task!r}; choose one of: {choices}") from None
+    raise ValueError(f"task {task!r} needs the package {package}, which is not installed; run: pip install {package}")
