@@ -1,0 +1,262 @@
+"""The `zoo` command. Heavy imports (torch, timm) happen inside commands, so `--help` stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Validate model manifests, build them into safetensors checkpoints, inspect and run them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+DEFAULT_OUT = Path("zoo-build")
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> None:
+    errors.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders of manifests.")],
+) -> None:
+    """Check manifests without building them; print one line per problem."""
+    from heads_core import ManifestError, load_manifest
+
+    from .building import find_manifests
+
+    invalid = 0
+    files = find_manifests(paths)
+    if not files:
+        _fail(f"no manifests (*.yaml, *.yml, *.json, *.toml) found in {', '.join(map(str, paths))}", EXIT_INVALID)
+    for path in files:
+        try:
+            manifest = load_manifest(path)
+        except ManifestError as error:
+            invalid += 1
+            for line in str(error).splitlines():
+                errors.print(line, highlight=False, markup=False, soft_wrap=True)
+            continue
+        console.print(f"ok  {path} ({manifest.task}, {manifest.backbone.source}:{manifest.backbone.name})", highlight=False)
+    if invalid:
+        raise typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def build(
+    paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders of manifests.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for checkpoints and zoo.lock.json.")] = DEFAULT_OUT,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Manifests built at once, each in its own process.")] = 1,
+) -> None:
+    """Build manifests into checkpoints; unchanged manifests are skipped."""
+    from .building import find_manifests, run_build
+
+    sources = find_manifests(paths)
+    missing = [str(p) for p in sources if not p.exists()]
+    if missing:
+        _fail(f"no such file: {', '.join(missing)}", EXIT_INVALID)
+    if not sources:
+        _fail(f"no manifests (*.yaml, *.yml, *.json, *.toml) found in {', '.join(map(str, paths))}", EXIT_INVALID)
+    outcomes = _build_with_progress(sources, out, jobs)
+    _print_summary(outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    for outcome in failed:
+        first, *rest = outcome.message.splitlines() or [outcome.source]
+        errors.print(f"failed: {first}" + (f" (+{len(rest)} more problems)" if rest else ""), markup=False, highlight=False, soft_wrap=True)
+        for line in rest:
+            errors.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(EXIT_INVALID if all(o.invalid_manifest for o in failed) else EXIT_FAILED)
+
+
+def _build_with_progress(sources: list[Path], out: Path, jobs: int) -> list:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .building import run_build
+
+    outcomes = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=errors, transient=True,
+    ) as progress:
+        task = progress.add_task("building", total=len(sources))
+        for outcome in run_build(sources, out, jobs):
+            outcomes.append(outcome)
+            progress.update(task, advance=1, description=f"{outcome.status}: {outcome.source}")
+    return outcomes
+
+
+def _print_summary(outcomes: list) -> None:
+    table = Table(title="zoo build")
+    for column in ("manifest", "checkpoint", "status", "seconds", "size"):
+        table.add_column(column, justify="right" if column in ("seconds", "size") else "left")
+    for o in outcomes:
+        style = {"failed": "red", "built": "green"}.get(o.status, "")
+        table.add_row(o.source, o.checkpoint, f"[{style}]{o.status}[/{style}]" if style else o.status,
+                      f"{o.seconds:.2f}", _human_size(o.size) if o.size else "")
+    console.print(table)
+
+
+@app.command("list")
+def list_checkpoints(
+    folder: Annotated[Path, typer.Argument(help="Folder of checkpoints.")] = DEFAULT_OUT,
+) -> None:
+    """List the checkpoints in a folder with their task, backbone and size."""
+    from heads_core import ZooError, inspect_checkpoint
+
+    if not folder.is_dir():
+        _fail(f"{folder} is not a folder; build checkpoints with `zoo build PATH --out {folder}` first", EXIT_INVALID)
+    table = Table(title=str(folder))
+    for column in ("checkpoint", "task", "backbone", "size"):
+        table.add_column(column)
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            _, manifest = inspect_checkpoint(path)
+        except ZooError as error:
+            table.add_row(path.name, "[red]unreadable[/red]", str(error), "")
+            continue
+        table.add_row(path.name, manifest.task, f"{manifest.backbone.source}:{manifest.backbone.name}", _human_size(path.stat().st_size))
+    console.print(table)
+
+
+@app.command()
+def inspect(
+    checkpoint: Annotated[Path, typer.Argument(help="A zoo checkpoint (.safetensors).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show a checkpoint's manifest, outputs, parameter count, size and sha256."""
+    from heads_core import ZooError
+
+    from .lockfile import file_sha256
+
+    try:
+        info = _checkpoint_summary(checkpoint)
+    except ZooError as error:
+        _fail(str(error), EXIT_INVALID)
+    info["sha256"] = file_sha256(checkpoint)
+    if as_json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return
+    manifest = info["manifest"]
+    console.print(f"[bold]{checkpoint}[/bold]")
+    for key in ("task", "format", "parameters", "tensors", "size", "sha256", "manifest_sha256"):
+        value = _human_size(info[key]) if key == "size" else info[key]
+        console.print(f"  {key:16} {value}", highlight=False)
+    console.print(f"  {'backbone':16} {manifest['backbone']['source']}:{manifest['backbone']['name']}", highlight=False)
+    console.print(f"  {'outputs':16} {json.dumps(info['outputs'])}", highlight=False, markup=False)
+    console.print(f"  {'reinitialized':16} {', '.join(info['reinitialized']) or '-'}", highlight=False)
+    console.print(f"  {'versions':16} {json.dumps(info['versions'])}", highlight=False, markup=False)
+    console.print("  manifest:")
+    console.print_json(json.dumps(manifest))
+
+
+def _checkpoint_summary(checkpoint: Path) -> dict:
+    from heads_core import inspect_checkpoint
+
+    header, manifest = inspect_checkpoint(checkpoint)
+    parameters = 0
+    for entry in header.tensors.values():
+        count = 1
+        for dim in entry.shape:
+            count *= dim
+        parameters += count
+    return {
+        "task": manifest.task,
+        "format": header.metadata["zoo.format"],
+        "manifest": manifest.model_dump(mode="json"),
+        "manifest_sha256": header.metadata.get("zoo.manifest_sha256"),
+        "outputs": header.json_field("zoo.outputs"),
+        "versions": header.json_field("zoo.versions", {}),
+        "reinitialized": header.json_field("zoo.reinitialized", []),
+        "parameters": parameters,
+        "tensors": len(header.tensors),
+        "size": checkpoint.stat().st_size,
+    }
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of manifests for every installed task."""
+    from heads_core import manifest_json_schema
+
+    print(json.dumps(manifest_json_schema(), indent=2, sort_keys=True))
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="A zoo checkpoint (.safetensors).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes shown per image (classification).")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    draw: Annotated[Optional[Path], typer.Option("--draw", help="Write the image with the prediction drawn (detection, segmentation); with several images, the image name is appended.")] = None,  # noqa: UP007
+) -> None:
+    """Run a checkpoint on images and print what it predicts."""
+    from heads_core import ZooError, get_plugin, load_model
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        loaded = load_model(checkpoint)
+    except ZooError as error:
+        _fail(str(error), EXIT_INVALID)
+    plugin = get_plugin(loaded.manifest.task)
+    results = []
+    for image_path in images:
+        try:
+            image = Image.open(image_path)
+            image.load()
+        except (OSError, UnidentifiedImageError) as error:
+            _fail(f"{image_path}: cannot read the image ({error})", EXIT_INVALID)
+        try:
+            tensor = plugin.prepare_image(image, loaded.manifest)
+            prediction = plugin.predict(loaded.model, [tensor], loaded.manifest, top_k=top_k)[0]
+        except ValueError as error:
+            _fail(f"{image_path}: {error}", EXIT_INVALID)
+        results.append({"image": str(image_path), **prediction})
+        if draw is not None:
+            target = draw if len(images) == 1 else draw.with_name(f"{draw.stem}-{image_path.stem}{draw.suffix}")
+            try:
+                plugin.draw(image, prediction, loaded.manifest).save(target)
+            except ValueError as error:
+                _fail(str(error), EXIT_INVALID)
+            results[-1]["drawn"] = str(target)
+        if not as_json:
+            console.print(f"[bold]{image_path}[/bold]")
+            for line in plugin.format_prediction(prediction, loaded.manifest):
+                console.print(f"  {line}", highlight=False, markup=False)
+    if as_json:
+        print(json.dumps(results, indent=2))
+
+
+def main() -> None:
+    """Run the command line; exit 2 on bad input, 1 when work failed."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The build lock file: which manifest produced which checkpoint, with hashes.
+
+`zoo.lock.json` in the output folder maps each checkpoint file name to the
+hashes of its manifest file and of the checkpoint, so an unchanged manifest is
+not rebuilt. The file is rewritten atomically; concurrent builds on the same
+folder take turns through an exclusive `flock` on `.zoo-build.lock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+LOCK_NAME = "zoo.lock.json"
+LOCK_VERSION = 1
+
+
+@dataclass
+class LockEntry:
+    """What one build produced.
+
+    Attributes:
+        source: the manifest path as given on the command line.
+        manifest_file_sha256: sha256 of the manifest file's bytes.
+        manifest_sha256: sha256 of the validated manifest's canonical JSON.
+        checkpoint_sha256: sha256 of the checkpoint file.
+        size: the checkpoint's size in bytes.
+        mtime_ns: the checkpoint's modification time, to skip re-hashing it.
+    """
+
+    source: str
+    manifest_file_sha256: str
+    manifest_sha256: str
+    checkpoint_sha256: str
+    size: int
+    mtime_ns: int
+
+
+def file_sha256(path: Path) -> str:
+    """Hash a file in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold the output folder's build lock for the duration of the block."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / ".zoo-build.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_lock(out: Path) -> dict[str, LockEntry]:
+    """Read the lock file; a missing or unreadable one counts as empty (everything rebuilds)."""
+    path = out / LOCK_NAME
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != LOCK_VERSION:
+            return {}
+        return {name: LockEntry(**entry) for name, entry in data["checkpoints"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def write_lock(out: Path, entries: dict[str, LockEntry]) -> None:
+    """Write the lock file atomically, keys sorted."""
+    payload = {"version": LOCK_VERSION, "checkpoints": {k: asdict(entries[k]) for k in sorted(entries)}}
+    fd, temporary = tempfile.mkstemp(prefix=f".{LOCK_NAME}.", suffix=".partial", dir=out)
+    try:
+        with os.fdopen(fd, "w") as file:
+            json.dump(payload, file, indent=2, sort_keys=True)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, out / LOCK_NAME)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_unchanged(out: Path, name: str, entry: LockEntry) -> bool:
+    """Whether the checkpoint on disk is the one the lock recorded (size and mtime, else the hash)."""
+    path = out / name
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    if stat.st_size != entry.size:
+        return False
+    if stat.st_mtime_ns == entry.mtime_ns:
+        return True
+    return file_sha256(path) == entry.checkpoint_sha256
