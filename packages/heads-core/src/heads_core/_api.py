@@ -156,7 +156,30 @@ def assign_state(model: nn.Module, state: dict[str, Tensor], path: str | Path) -
                 f"tensor {name!r} has shape {tuple(tensor.shape)} and dtype {tensor.dtype}, but the manifest's "
                 f"model needs shape {tuple(target.shape)} and dtype {target.dtype}",
             )
+    tied = _tied_parameter_groups(model)
     model.load_state_dict(state, strict=True, assign=True)
+    _retie(model, tied)
+
+
+def _tied_parameter_groups(model: nn.Module) -> list[list[str]]:
+    """Names that refer to one shared parameter object, in groups of two or more."""
+    groups: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(parameter), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _retie(model: nn.Module, groups: list[list[str]]) -> None:
+    """Make every name of a group point to the first name's parameter again.
+
+    Assigning a state dict gives each name its own parameter object, which
+    would untie weights that the model shares (tied embeddings, for example).
+    """
+    for first, *others in groups:
+        shared = model.get_parameter(first)
+        for name in others:
+            owner_name, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(owner_name) if owner_name else model, attribute, shared)
 
 
 def load_model(path: str | Path, *, device: str | torch.device | None = None) -> LoadedModel:

@@ -96,13 +96,16 @@ def hf_cache_candidates(repo_id: str) -> tuple[list[str], str | None]:
     Returns:
         The places searched, and the path found or None.
     """
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub import constants, try_to_load_from_cache
 
+    # Read the environment at call time, so a cache set after import is honoured.
+    cache = os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else constants.HF_HUB_CACHE
+    )
     searched = []
-    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-        searched.append(f"{HF_HUB_CACHE}/models--{repo_id.replace('/', '--')}/snapshots/*/{filename}")
-        found = try_to_load_from_cache(repo_id, filename, cache_dir=HF_HUB_CACHE)
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        searched.append(f"{cache}/models--{repo_id.replace('/', '--')}/snapshots/*/{filename}")
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache)
         if isinstance(found, str):
             return searched, found
     return searched, None

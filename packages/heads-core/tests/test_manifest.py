@@ -1,0 +1,144 @@
+import json
+
+import pytest
+
+import heads_core
+from heads_core import ManifestError, load_manifest, manifest_json_schema, validate_manifest
+
+from .conftest import manifest_data
+
+
+def test_yaml_json_and_toml_agree(tmp_path, write_manifest):
+    from_yaml = load_manifest(write_manifest())
+    json_path = tmp_path / "m.json"
+    json_path.write_text(json.dumps(manifest_data()))
+    toml_path = tmp_path / "m.toml"
+    toml_path.write_text(
+        'name = "tiny"\nversion = "1.0.0"\ntask = "classification"\nnum_classes = 3\n'
+        'class_names = ["cat", "dog", "bird"]\n'
+        '[backbone]\nsource = "torchvision"\nname = "resnet18"\n'
+        "[preprocess]\ninput_size = [64, 64]\nmean = [0.5, 0.5, 0.5]\nstd = [0.25, 0.25, 0.25]\n"
+    )
+    assert load_manifest(json_path) == from_yaml
+    assert load_manifest(toml_path) == from_yaml
+
+
+def _problems(data, source="m.yaml"):
+    with pytest.raises(ManifestError) as caught:
+        validate_manifest(data, source)
+    return caught.value
+
+
+def test_unknown_key_names_field():
+    error = _problems(manifest_data(num_clases=3))
+    assert "m.yaml: num_clases: unknown key" in str(error)
+
+
+def test_misspelled_backbone_suggests_names():
+    error = _problems(manifest_data(backbone={"source": "timm", "name": "resnet_18"}))
+    text = str(error)
+    assert "backbone" in text
+    assert "unknown timm backbone 'resnet_18'" in text
+    assert "resnet18" in text
+
+
+def test_misspelled_torchvision_backbone():
+    text = str(_problems(manifest_data(backbone={"source": "torchvision", "name": "resnett50"})))
+    assert "did you mean" in text
+    assert "resnet50" in text
+
+
+def test_zero_classes_rejected():
+    text = str(_problems(manifest_data(num_classes=0, class_names=None)))
+    assert "num_classes" in text
+    assert "greater than or equal to 1" in text
+    assert "got 0" in text
+
+
+def test_negative_dropout_rejected():
+    text = str(_problems(manifest_data(dropout=-0.1)))
+    assert "dropout" in text
+    assert "got -0.1" in text
+
+
+def test_class_names_count_must_match():
+    text = str(_problems(manifest_data(num_classes=4)))
+    assert "class_names has 3 entries but num_classes is 4" in text
+
+
+def test_billion_classes_states_limit():
+    text = str(_problems(manifest_data(num_classes=1_000_000_000, class_names=None)))
+    assert "less than or equal to 100000" in text
+
+
+def test_unknown_source_lists_choices():
+    text = str(_problems(manifest_data(backbone={"source": "keras", "name": "resnet18"})))
+    assert "backbone.source" in text
+    assert "'timm'" in text
+    assert "'torchvision'" in text
+
+
+def test_unsafe_name_rejected():
+    text = str(_problems(manifest_data(name="../escape")))
+    assert "name:" in text
+
+
+def test_missing_task_lists_choices():
+    data = manifest_data()
+    del data["task"]
+    assert "task: missing; choose one of" in str(_problems(data))
+
+
+def test_task_without_package_names_package(monkeypatch):
+    core_only = {k: v for k, v in heads_core.installed_plugins().items() if k in ("classification", "regression", "anomaly_detection")}
+    monkeypatch.setattr(heads_core._reading, "installed_plugins", lambda: core_only)
+    monkeypatch.setattr(heads_core.plugins, "installed_plugins", lambda: core_only)
+    text = str(_problems(manifest_data(task="segmentation")))
+    assert "needs the package heads-segmentation" in text
+    assert "pip install heads-segmentation" in text
+
+
+def test_mean_length_must_match_in_chans():
+    data = manifest_data(backbone={"source": "torchvision", "name": "resnet18", "in_chans": 1})
+    assert "backbone.in_chans is 1" in str(_problems(data))
+
+
+def test_default_preprocess_follows_in_chans():
+    data = manifest_data(backbone={"source": "timm", "name": "resnet18", "in_chans": 4})
+    del data["preprocess"]
+    manifest = validate_manifest(data)
+    assert len(manifest.preprocess.mean) == 4
+    assert manifest.preprocess.input_size == (224, 224)
+
+
+def test_yaml_alias_rejected(tmp_path):
+    path = tmp_path / "alias.yaml"
+    path.write_text("a: &x [1, 2]\nb: *x\n")
+    with pytest.raises(ManifestError, match="aliases"):
+        load_manifest(path)
+
+
+def test_duplicate_yaml_key_rejected(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\nname: b\n")
+    with pytest.raises(ManifestError, match="duplicate key 'name'"):
+        load_manifest(path)
+
+
+def test_empty_and_binary_files_rejected(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("  \n")
+    with pytest.raises(ManifestError, match="empty"):
+        load_manifest(empty)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(ManifestError, match="UTF-8"):
+        load_manifest(binary)
+
+
+def test_json_schema_has_every_core_task():
+    schema = manifest_json_schema()
+    text = json.dumps(schema)
+    for task in ("classification", "anomaly_detection", "regression"):
+        assert f'"{task}"' in text
+    assert schema["discriminator"]["propertyName"] == "task"
