@@ -1,0 +1,187 @@
+"""The zoo command end to end, run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY = {
+    "name": "tiny",
+    "version": "1.0.0",
+    "task": "classification",
+    "backbone": {"source": "torchvision", "name": "resnet18"},
+    "num_classes": 3,
+    "class_names": ["cat", "dog", "bird"],
+    "preprocess": {"input_size": [64, 64], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+}
+
+
+def zoo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(cwd or Path.cwd())}
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def write(folder: Path, filename: str, **overrides) -> Path:
+    data = {**TINY, **overrides}
+    path = folder / filename
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def manifests(tmp_path):
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    write(folder, "tiny.yaml")
+    regression = {k: v for k, v in TINY.items() if k not in ("num_classes", "class_names")}
+    regression.update(name="regress", task="regression", num_outputs=2)
+    (folder / "regress.yaml").write_text(yaml.safe_dump(regression))
+    return folder
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; import zoo.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_build_then_up_to_date(manifests, tmp_path):
+    out = tmp_path / "out"
+    first = zoo("build", str(manifests), "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("built") == 2
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["regress-1.0.0.safetensors", "tiny-1.0.0.safetensors"]
+    lock = json.loads((out / "zoo.lock.json").read_text())
+    assert set(lock["checkpoints"]) == {"regress-1.0.0.safetensors", "tiny-1.0.0.safetensors"}
+    second = zoo("build", str(manifests), "--out", str(out))
+    assert second.returncode == 0
+    assert second.stdout.count("up to date") == 2
+
+
+def test_changed_manifest_rebuilds(manifests, tmp_path):
+    out = tmp_path / "out"
+    assert zoo("build", str(manifests), "--out", str(out)).returncode == 0
+    before = json.loads((out / "zoo.lock.json").read_text())["checkpoints"]["tiny-1.0.0.safetensors"]
+    write(manifests, "tiny.yaml", seed=5)
+    again = zoo("build", str(manifests), "--out", str(out))
+    after = json.loads((out / "zoo.lock.json").read_text())["checkpoints"]["tiny-1.0.0.safetensors"]
+    assert "built" in again.stdout
+    assert after["checkpoint_sha256"] != before["checkpoint_sha256"]
+
+
+def test_reformatted_manifest_is_not_rebuilt(manifests, tmp_path):
+    out = tmp_path / "out"
+    assert zoo("build", str(manifests), "--out", str(out)).returncode == 0
+    path = manifests / "tiny.yaml"
+    path.write_text("# a comment changes the file, not the manifest\n" + path.read_text())
+    again = zoo("build", str(manifests), "--out", str(out))
+    assert again.stdout.count("up to date") == 2
+
+
+BAD_MANIFESTS = {
+    "unknown-key": ({"colour": "red"}, "colour: unknown key"),
+    "misspelled-backbone": ({"backbone": {"source": "timm", "name": "resnet_18"}}, "did you mean"),
+    "zero-classes": ({"num_classes": 0, "class_names": None}, "num_classes"),
+    "negative-dropout": ({"dropout": -0.5}, "dropout"),
+    "names-count": ({"num_classes": 2}, "class_names has 3 entries but num_classes is 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_bad_manifest_fails_and_writes_nothing(tmp_path, case):
+    overrides, expected = BAD_MANIFESTS[case]
+    path = write(tmp_path, f"{case}.yaml", name=case, **overrides)
+    out = tmp_path / "out"
+    result = zoo("build", str(path), "--out", str(out))
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert str(path) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(out.glob("*.safetensors")) == []
+    assert not list(out.glob("*.partial"))
+
+
+def test_one_failure_does_not_stop_the_rest(manifests, tmp_path):
+    write(manifests, "broken.yaml", name="broken", num_classes=0, class_names=None)
+    out = tmp_path / "out"
+    result = zoo("build", str(manifests), "--out", str(out))
+    assert result.returncode == 2
+    assert len(list(out.glob("*.safetensors"))) == 2
+    failed_lines = [line for line in result.stderr.splitlines() if line.startswith("failed:")]
+    assert len(failed_lines) == 1
+    assert "broken.yaml" in failed_lines[0]
+
+
+def test_duplicate_checkpoint_name_rejected(manifests, tmp_path):
+    write(manifests, "twin.yaml", seed=9)
+    out = tmp_path / "out"
+    result = zoo("build", str(manifests), "--out", str(out))
+    assert result.returncode == 2
+    assert "already produces" in result.stderr
+
+
+def test_validate_reports_each_problem(tmp_path):
+    path = write(tmp_path, "bad.yaml", num_classes=0, dropout=2.0, class_names=None)
+    result = zoo("validate", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(str(path)) for line in lines)
+
+
+def test_inspect_and_predict_on_photograph(manifests, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    out = tmp_path / "out"
+    assert zoo("build", str(manifests / "tiny.yaml"), "--out", str(out)).returncode == 0
+    checkpoint = out / "tiny-1.0.0.safetensors"
+    info = zoo("inspect", str(checkpoint), "--json")
+    assert info.returncode == 0, info.stderr
+    summary = json.loads(info.stdout)
+    assert summary["task"] == "classification"
+    assert summary["parameters"] > 11_000_000
+    assert len(summary["sha256"]) == 64
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    text = zoo("predict", str(checkpoint), str(photo), "--top-k", "2")
+    assert text.returncode == 0, text.stderr
+    assert any(name in text.stdout for name in ("cat", "dog", "bird"))
+    assert "%" in text.stdout
+    result = json.loads(zoo("predict", str(checkpoint), str(photo), "--json").stdout)
+    probabilities = [row["probability"] for row in result[0]["top_k"]]
+    assert len(probabilities) == 3
+    assert abs(sum(probabilities) - 1) < 1e-5
+
+
+def test_predict_converts_rgb_for_four_channels(tmp_path):
+    from PIL import Image
+
+    path = write(tmp_path, "rgbn.yaml", name="rgbn",
+                 backbone={"source": "torchvision", "name": "resnet18", "in_chans": 4},
+                 preprocess={"input_size": [64, 64], "mean": [0.5] * 4, "std": [0.25] * 4})
+    out = tmp_path / "out"
+    assert zoo("build", str(path), "--out", str(out)).returncode == 0
+    image = tmp_path / "rgb.png"
+    Image.new("RGB", (80, 80), "red").save(image)
+    result = zoo("predict", str(out / "rgbn-1.0.0.safetensors"), str(image), "--json")
+    assert result.returncode == 0, result.stderr
+
+
+def test_schema_is_json():
+    result = zoo("schema")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["discriminator"]["propertyName"] == "task"
+
+
+def test_inspect_plain_file_is_clear(tmp_path):
+    path = tmp_path / "not.safetensors"
+    path.write_bytes(b"hello")
+    result = zoo("inspect", str(path))
+    assert result.returncode == 2
+    assert "too short" in result.stderr
+    assert "Traceback" not in result.stderr
