@@ -90,9 +90,9 @@ def test_missing_task_lists_choices():
 
 
 def test_task_without_package_names_package(monkeypatch):
-    core_only = {k: v for k, v in heads_core.installed_plugins().items() if k in ("classification", "regression", "anomaly_detection")}
-    monkeypatch.setattr(heads_core._reading, "installed_plugins", lambda: core_only)
-    monkeypatch.setattr(heads_core.plugins, "installed_plugins", lambda: core_only)
+    registered = heads_core.plugins._registered_entry_points()
+    core_only = {k: v for k, v in registered.items() if k in ("classification", "regression", "anomaly_detection")}
+    monkeypatch.setattr(heads_core.plugins, "_registered_entry_points", lambda: core_only)
     text = str(_problems(manifest_data(task="segmentation")))
     assert "needs the package heads-segmentation" in text
     assert "pip install heads-segmentation" in text
@@ -142,3 +142,20 @@ def test_json_schema_has_every_core_task():
     for task in ("classification", "anomaly_detection", "regression"):
         assert f'"{task}"' in text
     assert schema["discriminator"]["propertyName"] == "task"
+
+
+def test_broken_plugin_only_breaks_its_task(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    registered = dict(heads_core.plugins._registered_entry_points())
+    registered["segmentation"] = EntryPoint("segmentation", "no_such_module_xyz:PLUGIN", "heads_core.tasks")
+    monkeypatch.setattr(heads_core.plugins, "_registered_entry_points", lambda: registered)
+    heads_core.plugins._load.cache_clear()
+    try:
+        assert "segmentation" not in heads_core.installed_plugins()
+        assert validate_manifest(manifest_data()).task == "classification"
+        text = str(_problems(manifest_data(task="segmentation")))
+        assert "failed to import" in text
+        assert "no_such_module_xyz" in text
+    finally:
+        heads_core.plugins._load.cache_clear()

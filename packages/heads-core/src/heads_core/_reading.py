@@ -81,7 +81,8 @@ def read_manifest_data(path: str | Path) -> dict[str, Any]:
     try:
         data = _parse(text, path.suffix)
     except Exception as error:  # each parser has its own error types
-        raise ManifestError(source, [ManifestProblem("", f"cannot parse {path.suffix[1:].upper()}: {error}")]) from error
+        detail = " ".join(str(error).split())  # parser messages span lines; a problem is one line
+        raise ManifestError(source, [ManifestProblem("", f"cannot parse {path.suffix[1:].upper()}: {detail}")]) from error
     if not isinstance(data, Mapping):
         raise ManifestError(source, [ManifestProblem("", f"the top level must be a mapping of keys, got {type(data).__name__}")])
     return dict(data)
@@ -123,7 +124,7 @@ def problems_from_validation(error: ValidationError) -> list[ManifestProblem]:
             message += f" (got {_shorten(item['input'])})"
         if item["type"] == "extra_forbidden":
             message = "unknown key; remove it or check its spelling"
-        problems.append(ManifestProblem(_format_location(item["loc"]), message))
+        problems.append(ManifestProblem(_format_location(item["loc"]), " ".join(message.split())))
     return problems
 
 

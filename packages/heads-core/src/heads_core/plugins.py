@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,34 +89,60 @@ class TaskPlugin:
 
 
 @functools.lru_cache(maxsize=1)
-def installed_plugins() -> dict[str, TaskPlugin]:
-    """Load every task plugin registered in the entry-point group.
+def _registered_entry_points() -> dict[str, EntryPoint]:
+    """The entry points of the group by task name, not yet loaded.
 
     Raises:
         RuntimeError: two installed packages register the same task.
     """
-    plugins: dict[str, TaskPlugin] = {}
-    origins: dict[str, str] = {}
+    found: dict[str, EntryPoint] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        origin = f"{entry.value} (from {entry.dist.name if entry.dist else 'unknown distribution'})"
-        if entry.name in plugins:
+        if entry.name in found and found[entry.name].value != entry.value:
             raise RuntimeError(
-                f"task {entry.name!r} is registered twice: by {origins[entry.name]} and by {origin}; "
+                f"task {entry.name!r} is registered twice: by {_origin(found[entry.name])} and by {_origin(entry)}; "
                 "uninstall one of the two packages"
             )
+        found[entry.name] = entry
+    return found
+
+
+def _origin(entry: EntryPoint) -> str:
+    return f"{entry.value} (from {entry.dist.name if entry.dist else 'an unknown distribution'})"
+
+
+@functools.lru_cache(maxsize=None)
+def _load(task: str) -> TaskPlugin:
+    entry = _registered_entry_points()[task]
+    try:
         plugin = entry.load()
-        if not isinstance(plugin, TaskPlugin):
-            raise TypeError(f"entry point {origin} must be a TaskPlugin instance, got {type(plugin).__name__}")
-        plugins[entry.name] = plugin
-        origins[entry.name] = origin
+    except Exception as error:  # any import-time failure of a third-party plugin
+        raise ImportError(
+            f"the plugin of task {task!r}, {_origin(entry)}, failed to import: {type(error).__name__}: {error}; "
+            "reinstall that package"
+        ) from error
+    if not isinstance(plugin, TaskPlugin):
+        raise TypeError(f"entry point {_origin(entry)} must be a TaskPlugin instance, got {type(plugin).__name__}")
+    return plugin
+
+
+def installed_plugins() -> dict[str, TaskPlugin]:
+    """Load every task plugin that imports cleanly; a broken one is logged and left out."""
+    plugins: dict[str, TaskPlugin] = {}
+    for task in _registered_entry_points():
+        try:
+            plugins[task] = _load(task)
+        except (ImportError, TypeError) as error:
+            logger.warning("%s", error)
     return plugins
 
 
 def get_plugin(task: str) -> TaskPlugin:
     """Return the plugin of `task`, or raise naming the package that provides it."""
-    plugins = installed_plugins()
-    if task in plugins:
-        return plugins[task]
+    if task in _registered_entry_points():
+        try:
+            return _load(task)
+        except (ImportError, TypeError) as error:
+            raise ValueError(str(error)) from error
     try:
         package = TASK_PACKAGES[TaskType(task)]
     except ValueError:
