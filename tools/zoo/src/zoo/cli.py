@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(
-    help="Validate model manifests, build them into safetensors checkpoints, inspect and run them.",
+    help="Validate model manifests, build them into safetensors checkpoints, inspect and run them, publish and pull them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -23,6 +25,11 @@ errors = Console(stderr=True)
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 DEFAULT_OUT = Path("zoo-build")
+REGISTRY_HELP = (
+    "The default registry, for bare repository names: a folder of OCI image layouts, or oci://HOST:PORT/NAMESPACE (port and namespace optional). "
+    "Defaults to $ZOO_REGISTRY, else ~/.cache/zoo/registry."
+)
+INSECURE_HELP = "Allow plain HTTP to a registry that is not on a loopback host (loopback hosts always use plain HTTP)."
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
@@ -121,9 +128,33 @@ def _print_summary(outcomes: list) -> None:
 
 @app.command("list")
 def list_checkpoints(
-    folder: Annotated[Path, typer.Argument(help="Folder of checkpoints.")] = DEFAULT_OUT,
+    target: Annotated[Optional[str], typer.Argument(help="A folder of checkpoints (default zoo-build), or a registry reference: oci://HOST:PORT for its repositories, oci://HOST:PORT/REPOSITORY, oci-layout:PATH, a layout folder, or a repository NAME in the default registry.")] = None,  # noqa: UP007
+    registry: Annotated[Optional[str], typer.Option("--registry", help=REGISTRY_HELP + " Without TARGET, list its repositories.")] = None,  # noqa: UP007
+    insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
 ) -> None:
-    """List the checkpoints in a folder with their task, backbone and size."""
+    """List the checkpoints in a folder, the tags of a registry repository, or the repositories of a registry."""
+    from .registry import RegistryError, default_registry, is_registry_root, looks_like_reference
+    from .registry.layout import is_layout
+    from .registry.reference import OCI_SCHEME, LayoutRoot, parse_registry
+
+    try:
+        if target is None and registry is None:
+            _list_folder(DEFAULT_OUT)
+        elif target is None:
+            _list_repositories(default_registry(registry), insecure)
+        elif target.startswith(OCI_SCHEME) and "/" not in target[len(OCI_SCHEME):].rstrip("/"):
+            _list_repositories(parse_registry(target.rstrip("/")), insecure)
+        elif is_layout(Path(target)) or (not Path(target).exists() and looks_like_reference(target)):
+            _list_tags(target, registry, insecure)
+        elif is_registry_root(Path(target)) and not any(Path(target).glob("*.safetensors")):
+            _list_repositories(LayoutRoot(Path(target)), insecure)
+        else:
+            _list_folder(Path(target))
+    except RegistryError as error:
+        _fail(str(error), _registry_exit_code(error))
+
+
+def _list_folder(folder: Path) -> None:
     from heads_core import ZooError, inspect_checkpoint
 
     if not folder.is_dir():
@@ -143,14 +174,21 @@ def list_checkpoints(
 
 @app.command()
 def inspect(
-    checkpoint: Annotated[Path, typer.Argument(help="A zoo checkpoint (.safetensors).")],
+    target: Annotated[str, typer.Argument(help="A zoo checkpoint (.safetensors), or a registry reference with a tag or digest.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    registry: Annotated[Optional[str], typer.Option("--registry", help=REGISTRY_HELP)] = None,  # noqa: UP007
+    insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
 ) -> None:
-    """Show a checkpoint's manifest, outputs, parameter count, size and sha256."""
+    """Show a checkpoint's manifest, outputs, parameter count, size and sha256; for a reference, its artifact without the weights."""
     from heads_core import ZooError
 
     from .lockfile import file_sha256
+    from .registry import looks_like_reference
 
+    if not Path(target).exists() and looks_like_reference(target):
+        _inspect_reference(target, as_json, registry, insecure)
+        return
+    checkpoint = Path(target)
     try:
         info = _checkpoint_summary(checkpoint)
     except ZooError as error:
@@ -202,6 +240,159 @@ def schema() -> None:
     from heads_core import manifest_json_schema
 
     print(json.dumps(manifest_json_schema(), indent=2, sort_keys=True))
+
+
+@app.command()
+def publish(
+    checkpoint: Annotated[Path, typer.Argument(help="A zoo checkpoint (.safetensors).")],
+    target: Annotated[Optional[str], typer.Argument(help="Where to publish: oci://HOST:PORT/REPOSITORY:TAG, oci-layout:PATH:TAG, a folder path, or NAME:TAG in the default registry; the repository, tag and port are optional. The repository defaults to the manifest's name and the tag to its version.")] = None,  # noqa: UP007
+    registry: Annotated[Optional[str], typer.Option("--registry", help=REGISTRY_HELP)] = None,  # noqa: UP007
+    force: Annotated[bool, typer.Option("--force", help="Move the tag when it already points to other content.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
+) -> None:
+    """Publish a checkpoint to a registry and print its digest reference; blobs the registry has are not sent again."""
+    from heads_core import ZooError
+
+    from .registry import RegistryError
+    from .registry import publish as publish_checkpoint
+
+    if not checkpoint.is_file():
+        _fail(f"{checkpoint}: no such file; build it with `zoo build MANIFEST` first", EXIT_INVALID)
+    try:
+        with _transfer_progress() as progress:
+            result = publish_checkpoint(checkpoint, target, registry=registry, force=force, insecure=insecure, progress=progress)
+    except RegistryError as error:
+        _fail(str(error), _registry_exit_code(error))
+    except ZooError as error:
+        _fail(str(error), EXIT_INVALID)
+    except OSError as error:
+        _fail(f"{checkpoint}: cannot read ({error.strerror})", EXIT_FAILED)
+    if result.unchanged:
+        errors.print(f"{result.reference} already points to this checkpoint", highlight=False, markup=False, soft_wrap=True)
+    elif result.previous_digest:
+        errors.print(f"published {checkpoint} as {result.reference} (moved from {result.previous_digest})", highlight=False, markup=False, soft_wrap=True)
+    else:
+        errors.print(f"published {checkpoint} as {result.reference}", highlight=False, markup=False, soft_wrap=True)
+    errors.print(
+        f"blobs: {result.uploaded_blobs} uploaded ({_human_size(result.uploaded_bytes)}), {result.present_blobs} already present",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    print(result.digest_reference)
+
+
+@app.command()
+def pull(
+    reference: Annotated[str, typer.Argument(help="The artifact: oci://HOST:PORT/REPOSITORY:TAG, oci-layout:PATH:TAG, a layout folder with :TAG, or NAME:TAG in the default registry; @sha256:HEX may replace :TAG.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the checkpoint file.")] = Path("."),
+    registry: Annotated[Optional[str], typer.Option("--registry", help=REGISTRY_HELP)] = None,  # noqa: UP007
+    force: Annotated[bool, typer.Option("--force", help="Replace a file of the same name that has other content.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
+) -> None:
+    """Download a checkpoint, verify its sha256 and size, and print its path."""
+    from .registry import RegistryError
+    from .registry import pull as pull_checkpoint
+
+    try:
+        with _transfer_progress() as progress:
+            result = pull_checkpoint(reference, out, registry=registry, force=force, insecure=insecure, progress=progress)
+    except RegistryError as error:
+        _fail(str(error), _registry_exit_code(error))
+    except OSError as error:
+        _fail(f"cannot write into {out} ({error.strerror})", EXIT_FAILED)
+    if result.downloaded:
+        errors.print(f"pulled {result.digest_reference} into {result.path}", highlight=False, markup=False, soft_wrap=True)
+    else:
+        errors.print(f"{result.path} already has the content of {result.digest_reference}", highlight=False, markup=False, soft_wrap=True)
+    print(result.path)
+
+
+def _registry_exit_code(error: Exception) -> int:
+    from .registry import InvalidReferenceError
+
+    return EXIT_INVALID if isinstance(error, InvalidReferenceError) else EXIT_FAILED
+
+
+@contextlib.contextmanager
+def _transfer_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """Show one transfer bar per blob on stderr; yield the callback that updates them."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bars: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=errors, transient=True) as progress:
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in bars:
+                bars[label] = progress.add_task(label, total=total)
+            progress.update(bars[label], completed=done)
+
+        yield update
+
+
+def _list_tags(target: str, registry: str | None, insecure: bool) -> None:
+    from .registry import list_tags, parse_reference
+
+    reference = parse_reference(target, registry=registry)
+    repository = reference.with_version()
+    table = Table(title=str(repository))
+    for column in ("tag", "digest", "task", "version", "size"):
+        table.add_column(column, overflow="fold")
+    for info in list_tags(repository, insecure=insecure):
+        if info.artifact is None:
+            table.add_row(info.tag, info.digest, "[red]not a zoo checkpoint[/red]", info.problem, "")
+            continue
+        annotations = info.artifact.annotations
+        table.add_row(
+            info.tag,
+            info.digest,
+            annotations.get("zoo.task", ""),
+            annotations.get("org.opencontainers.image.version", ""),
+            _human_size(info.artifact.layer.size),
+        )
+    console.print(table)
+
+
+def _list_repositories(root: Any, insecure: bool) -> None:
+    from .registry import list_repositories
+
+    table = Table(title=str(root))
+    table.add_column("repository")
+    for reference in list_repositories(root, insecure=insecure):
+        table.add_row(str(reference))
+    console.print(table)
+
+
+def _inspect_reference(target: str, as_json: bool, registry: str | None, insecure: bool) -> None:
+    from .registry import RegistryError, inspect_artifact
+
+    try:
+        info = inspect_artifact(target, registry=registry, insecure=insecure)
+    except RegistryError as error:
+        _fail(str(error), _registry_exit_code(error))
+    artifact = info.artifact
+    summary = {
+        "reference": str(info.reference),
+        "digest_reference": str(info.digest_reference),
+        "digest": artifact.digest,
+        "artifact_type": artifact.manifest.get("artifactType"),
+        "annotations": artifact.annotations,
+        "file": artifact.file_name,
+        "size": artifact.layer.size,
+        "sha256": artifact.layer.digest.partition(":")[2],
+        "manifest": info.zoo_manifest,
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    console.print(str(info.reference), style="bold", highlight=False, markup=False, soft_wrap=True)
+    rows = [(key, _human_size(summary[key]) if key == "size" else summary[key]) for key in ("digest_reference", "artifact_type", "file", "size", "sha256")]
+    rows += sorted(artifact.annotations.items())
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        console.print(f"  {key:{width}} {value}", highlight=False, markup=False, soft_wrap=True)
+    console.print("  manifest:")
+    console.print_json(json.dumps(info.zoo_manifest))
 
 
 @app.command()
