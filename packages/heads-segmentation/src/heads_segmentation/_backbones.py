@@ -1,0 +1,407 @@
+"""Feature levels for the segmentation decoders: dilation, measured strides, role selection.
+
+Three kinds of backbone are built here:
+
+- torchvision ResNet-family and MobileNetV3 classifiers ("layered"): their
+  children are kept under their own names, as torchvision's segmentation
+  models keep them, so torchvision's segmentation checkpoints load unchanged.
+  ResNets with bottleneck blocks dilate to output stride 8 or 16, MobileNetV3
+  to 16.
+- timm models: `features_only` models, dilated through timm's `output_stride`
+  where the model supports it, with dynamic input sizes where it supports
+  them (Swin, ViT).
+- other torchvision families: heads-core's `create_feature_backbone`, at the
+  stride the family has.
+
+Channels and strides are always measured with a forward pass on the meta
+device, never taken from library metadata.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from heads_core import create_feature_backbone, read_state_dict, replace_first_conv
+from heads_core._backbones import FeatureBackbone, TimmTrunk, _create_timm, _torchvision_weights
+from heads_core._meta import meta_forward, parameters_on_meta
+from heads_core._weights import is_weight_file, key_mismatch_message, strip_known_prefix, torchvision_cache_file
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+BackboneKind = Literal["resnet", "mobilenet_v3", "timm", "torchvision"]
+
+RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
+MOBILENET_V3_PREFIXES = ("mobilenet_v3",)
+# Output strides reached by dilating the last stages; the undilated stride is always available too.
+DILATED_STRIDES = (8, 16)
+MEASURE_SIZE = (224, 224)
+# Odd sides, so a backbone that needs its input to be a multiple of some
+# number (a patch size, a window size) fails the probe without padding.
+PROBE_SIZE = (97, 131)
+SIZE_DIVISORS = (1, 2, 4, 8, 16, 32, 64)
+_RESNET_DILATION = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
+
+
+class StrideUnavailableError(ValueError):
+    """A backbone cannot give the requested output stride."""
+
+
+def backbone_kind(source: str, name: str) -> BackboneKind:
+    """Return how the segmentation package builds the backbone `source:name`."""
+    if source == "timm":
+        return "timm"
+    if name.startswith(RESNET_PREFIXES):
+        return "resnet"
+    if name.startswith(MOBILENET_V3_PREFIXES):
+        return "mobilenet_v3"
+    return "torchvision"
+
+
+# --- modules -------------------------------------------------------------------
+
+
+class TorchvisionLayers(nn.ModuleDict):
+    """The leading children of a torchvision classifier, run in order.
+
+    `forward` returns the outputs of the children named in `returns` (a map
+    from role, such as "out" or "aux", to child name). The state-dict keys
+    are the classifier's own (`conv1.weight`, `layer4.2.bn3.weight`, or
+    `0.0.weight` for MobileNetV3's `features`), as in torchvision's
+    segmentation models.
+    """
+
+    def __init__(self, children: Sequence[tuple[str, nn.Module]], returns: Mapping[str, str]) -> None:
+        super().__init__(dict(children))
+        unknown = sorted(set(returns.values()) - set(self.keys()))
+        if unknown:
+            raise ValueError(f"no child named {', '.join(unknown)}; the children are {', '.join(self.keys())}")
+        self.returns = dict(returns)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        outputs: dict[str, Tensor] = {}
+        for name, module in self.items():
+            x = module(x)
+            for role, child in self.returns.items():
+                if child == name:
+                    outputs[role] = x
+        return outputs
+
+
+class SelectedLevels(nn.Module):
+    """A multi-level backbone (a list of maps) whose chosen levels are returned by role."""
+
+    def __init__(self, body: nn.Module, returns: Mapping[str, int]) -> None:
+        super().__init__()
+        self.body = body
+        self.returns = dict(returns)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        maps = self.body(x)
+        return {role: maps[index] for role, index in self.returns.items()}
+
+
+@dataclass
+class Levels:
+    """A backbone's feature levels, finest first, with their measured channels and strides.
+
+    Attributes:
+        body: a `TorchvisionLayers` (layered kinds) or a module returning a
+            list of maps, one per level.
+        children: for `TorchvisionLayers`, the child name of each level.
+        size_divisor: input sides must be a multiple of this for the body
+            to run; the segmentation model pads its input to it.
+    """
+
+    kind: BackboneKind
+    body: nn.Module
+    children: list[str] | None
+    strides: list[int]
+    channels: list[int]
+    size_divisor: int
+
+    def select(self, roles: Mapping[str, int]) -> nn.Module:
+        """Return the backbone module that outputs a dict with one map per role."""
+        if self.children is None:
+            return SelectedLevels(self.body, roles)
+        assert isinstance(self.body, TorchvisionLayers)
+        names = list(self.body.keys())
+        # Like torchvision's IntermediateLayerGetter, drop the children after the last level read.
+        keep = names[: names.index(self.children[max(roles.values())]) + 1]
+        return TorchvisionLayers(
+            [(name, self.body[name]) for name in keep], {role: self.children[i] for role, i in roles.items()}
+        )
+
+
+# --- construction ----------------------------------------------------------------
+
+
+def _torchvision_classifier(name: str, output_stride: int | None, weights: str | None) -> nn.Module:
+    """Build a torchvision ResNet or MobileNetV3 classifier, dilated to `output_stride`."""
+    import torchvision.models as tv_models
+
+    kind = backbone_kind("torchvision", name)
+    kwargs: dict[str, object] = {}
+    if kind == "resnet" and output_stride is not None:
+        kwargs["replace_stride_with_dilation"] = _RESNET_DILATION[output_stride]
+    elif kind == "mobilenet_v3":
+        kwargs["dilated"] = output_stride == 16
+    model = tv_models.get_model(name, weights=None, **kwargs)
+    if weights is not None:
+        _load_classifier_weights(model, name, weights)
+    return model
+
+
+def _load_classifier_weights(model: nn.Module, name: str, weights: str) -> None:
+    """Load ImageNet-style classifier weights (a file, or a torchvision tag from the torch hub cache)."""
+    if is_weight_file(weights):
+        path = weights
+    else:
+        member = _torchvision_weights(name, weights)
+        path = str(torchvision_cache_file(member.url))  # type: ignore[attr-defined]
+    state = read_state_dict(path)
+    expected = set(model.state_dict())
+    state = strip_known_prefix(state, expected)
+    missing, unexpected = expected - set(state), set(state) - expected
+    # A file saved from the trunk alone lacks the classifier, which is dropped anyway.
+    missing = {key for key in missing if not key.startswith(("fc.", "classifier."))}
+    if missing or unexpected:
+        raise ValueError(
+            f"weights file {path} does not match torchvision {name}: {key_mismatch_message(missing, unexpected)}; "
+            f"give a state dict of torchvision's {name}"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def _layered_levels(model: nn.Module, kind: BackboneKind) -> tuple[list[tuple[str, nn.Module]], list[str]]:
+    """Return the children to keep and the child name of each level, finest first."""
+    if kind == "resnet":
+        children = [(n, m) for n, m in model.named_children() if n not in ("avgpool", "fc")]
+        return children, ["layer1", "layer2", "layer3", "layer4"]
+    features = model.features  # type: ignore[union-attr]
+    # The blocks that start a new stride (torchvision marks them `_is_cn`), plus the stem and the last block.
+    starts = [0] + [i for i, block in enumerate(features) if getattr(block, "_is_cn", False)] + [len(features) - 1]
+    return list(features.named_children()), [str(i) for i in starts]
+
+
+def _timm_features(name: str, weights: str | None, in_chans: int, output_stride: int | None) -> nn.Module:
+    kwargs: dict[str, object] = {"features_only": True, **_timm_dynamic_size_kwargs(name)}
+    if output_stride is not None:
+        kwargs["output_stride"] = output_stride
+    return _create_timm(name, weights, in_chans, **kwargs)
+
+
+@functools.lru_cache(maxsize=64)
+def _timm_dynamic_size_kwargs(name: str) -> dict[str, bool]:
+    """Return the options that let a timm model take any input size, among those it accepts.
+
+    Transformers such as ViT and Swin assert a fixed input size unless
+    `dynamic_img_size` is set; ViT also pads to its patch size with
+    `dynamic_img_pad`. Convolutional models accept neither option.
+    """
+    import timm
+
+    for kwargs in ({"dynamic_img_size": True, "dynamic_img_pad": True}, {"dynamic_img_size": True}, {}):
+        try:
+            with parameters_on_meta():
+                timm.create_model(name, features_only=True, **kwargs)
+        except TypeError as error:
+            if "dynamic_img" in str(error):
+                continue
+            raise
+        return dict(kwargs)
+    return {}
+
+
+def _timm_layout(model: nn.Module, maps: Sequence[Tensor]) -> str:
+    declared = model.feature_info.channels()  # type: ignore[union-attr, operator]
+    last = maps[-1]
+    nhwc = str(getattr(model, "output_fmt", "NCHW")) == "NHWC" or (
+        last.shape[1] != declared[-1] and last.shape[-1] == declared[-1]
+    )
+    return "NHWC" if nhwc else "NCHW"
+
+
+def _meta_forward_eval(module: nn.Module, *args: Tensor) -> object:
+    """Run `meta_forward` in eval mode, which is much faster for BatchNorm on meta tensors, then restore the mode."""
+    training = module.training
+    module.eval()
+    try:
+        return meta_forward(module, *args)
+    finally:
+        module.train(training)
+
+
+def _measure(body: nn.Module, in_chans: int, children: list[str] | None) -> tuple[list[int], list[int]]:
+    size = MEASURE_SIZE
+    out = _meta_forward_eval(body, torch.empty(1, in_chans, *size, device="meta"))
+    maps = [out[child] for child in children] if children is not None else list(out)  # type: ignore[index, call-overload]
+    return [m.shape[1] for m in maps], [round(size[0] / m.shape[-2]) for m in maps]
+
+
+def _size_divisor(body: nn.Module, in_chans: int, description: str) -> int:
+    """Return the smallest multiple that input sides must have for `body` to run."""
+    for divisor in SIZE_DIVISORS:
+        size = tuple(math.ceil(side / divisor) * divisor for side in PROBE_SIZE)
+        try:
+            _meta_forward_eval(body, torch.empty(1, in_chans, *size, device="meta"))
+        # Backbones reject input sizes with assertions or with shape errors of their layers.
+        except (AssertionError, RuntimeError, ValueError):
+            continue
+        return divisor
+    raise ValueError(
+        f"{description} runs only at a fixed input size, so it cannot segment images of other sizes; "
+        "choose a convolutional backbone, or a timm transformer (Swin, ViT), which accepts any size"
+    )
+
+
+def create_levels(
+    source: str,
+    name: str,
+    *,
+    output_stride: int | None,
+    weights: str | None = None,
+    in_chans: int = 3,
+    size_divisor: int | None = None,
+) -> Levels:
+    """Build a backbone's feature levels at `output_stride` (None: the backbone's own stride).
+
+    Args:
+        size_divisor: the input-side multiple the body needs, when already
+            known; None probes it (layered torchvision kinds need none).
+
+    Raises:
+        StrideUnavailableError: the backbone cannot be dilated to `output_stride`.
+        ValueError: the backbone runs only at a fixed input size.
+    """
+    kind = backbone_kind(source, name)
+    description = f"{source} backbone {name}"
+    children: list[str] | None = None
+    if kind in ("resnet", "mobilenet_v3"):
+        strides_allowed = (8, 16, 32) if kind == "resnet" else (16, 32)
+        if output_stride is not None and output_stride not in strides_allowed:
+            raise StrideUnavailableError(f"{description} cannot be dilated to output stride {output_stride}")
+        try:
+            model = _torchvision_classifier(name, output_stride, weights)
+        except NotImplementedError as error:  # ResNets with basic blocks (ResNet-18/34) cannot dilate
+            raise StrideUnavailableError(f"{description}: {error}") from None
+        if in_chans != 3:
+            replace_first_conv(model, in_chans)
+        layers, children = _layered_levels(model, kind)
+        body: nn.Module = TorchvisionLayers(layers, {child: child for child in children})
+        size_divisor = 1
+    elif kind == "timm":
+        try:
+            model = _timm_features(name, weights, in_chans, output_stride)
+        # timm raises TypeError for models without an output_stride option and
+        # AssertionError or ValueError for strides a model does not support.
+        except (TypeError, AssertionError, ValueError, NotImplementedError) as error:
+            if output_stride is None:
+                raise
+            raise StrideUnavailableError(f"{description} cannot be dilated to output stride {output_stride}: {error}") from None
+        maps = _meta_forward_eval(model, torch.empty(1, in_chans, *MEASURE_SIZE, device="meta"))
+        body = FeatureBackbone(TimmTrunk(model, _timm_layout(model, maps)), "timm", None)  # type: ignore[arg-type]
+    else:
+        if output_stride is not None:
+            raise StrideUnavailableError(f"{description} has no dilation option")
+        body = create_feature_backbone(source, name, weights=weights, in_chans=in_chans, input_size=MEASURE_SIZE)
+    channels, strides = _measure(body, in_chans, children)
+    if output_stride is not None and strides[-1] != output_stride:
+        raise StrideUnavailableError(f"{description} gave output stride {strides[-1]} when asked for {output_stride}")
+    if size_divisor is None:
+        size_divisor = _size_divisor(body, in_chans, description)
+    return Levels(kind, body, children, strides, channels, size_divisor)
+
+
+# --- probing (validation) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LevelLayout:
+    """The measured strides and channels of a backbone's levels at one output stride."""
+
+    strides: tuple[int, ...]
+    channels: tuple[int, ...]
+    size_divisor: int
+
+
+@functools.lru_cache(maxsize=128)
+def _probe(source: str, name: str, output_stride: int | None) -> LevelLayout:
+    # Dilation does not change which input sizes a backbone accepts, so the
+    # size divisor is probed once, without dilation.
+    divisor = None if output_stride is None else native_layout(source, name).size_divisor
+    with parameters_on_meta():
+        levels = create_levels(source, name, output_stride=output_stride, size_divisor=divisor)
+    return LevelLayout(tuple(levels.strides), tuple(levels.channels), levels.size_divisor)
+
+
+def native_layout(source: str, name: str) -> LevelLayout:
+    """Return the layout of the backbone without dilation."""
+    return _probe(source, name, None)
+
+
+def _try_layout(source: str, name: str, output_stride: int) -> LevelLayout | None:
+    native = native_layout(source, name)
+    if output_stride == native.strides[-1]:
+        return native
+    if output_stride > native.strides[-1] or output_stride not in DILATED_STRIDES:
+        return None
+    if backbone_kind(source, name) == "torchvision":
+        return None
+    try:
+        return _probe(source, name, output_stride)
+    except StrideUnavailableError as error:
+        logger.debug("%s:%s has no output stride %d (%s)", source, name, output_stride, error)
+        return None
+
+
+def available_strides(source: str, name: str) -> list[int]:
+    """Return every output stride the backbone can give, ascending."""
+    candidates = sorted({*DILATED_STRIDES, native_layout(source, name).strides[-1]})
+    return [stride for stride in candidates if _try_layout(source, name, stride) is not None]
+
+
+def default_stride(source: str, name: str, preferred: int) -> int:
+    """Return the smallest stride of at least `preferred` the backbone can give, else its largest."""
+    native = native_layout(source, name).strides[-1]
+    for stride in sorted({*DILATED_STRIDES, native}):
+        if stride >= preferred and _try_layout(source, name, stride) is not None:
+            return stride
+    return native
+
+
+def layout_at(source: str, name: str, output_stride: int) -> LevelLayout:
+    """Return the layout at `output_stride`.
+
+    Raises:
+        StrideUnavailableError: naming the strides the backbone can give.
+    """
+    layout = _try_layout(source, name, output_stride)
+    if layout is not None:
+        return layout
+    choices = ", ".join(str(s) for s in available_strides(source, name))
+    raise StrideUnavailableError(
+        f"output_stride {output_stride} is not available for {source} backbone {name}; it can give: {choices} "
+        "(dilation to 8 or 16 needs a backbone that supports it: torchvision ResNet-50 and deeper, "
+        "torchvision MobileNetV3 (16 only), or a timm model that accepts output_stride); "
+        f"set backbone.output_stride to one of {choices}, or remove it to use the decoder's default"
+    )
+
+
+def build_levels(source: str, name: str, output_stride: int, *, weights: str | None, in_chans: int) -> Levels:
+    """Build the backbone at a validated `output_stride`, dilating only when it is below the native stride."""
+    native = native_layout(source, name)
+    return create_levels(
+        source,
+        name,
+        output_stride=None if output_stride == native.strides[-1] else output_stride,
+        weights=weights,
+        in_chans=in_chans,
+        size_divisor=native.size_divisor,
+    )
