@@ -18,5 +18,6 @@ def require(module: str, needed_for: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        install = _EXTRAS.get(module, f"pip install {module}")
-        raise MissingDependencyError(module, needed_for, install) from error
+        package = module.split(".", 1)[0]
+        install = _EXTRAS.get(package, f"pip install {package}")
+        raise MissingDependencyError(package, needed_for, install) from error

@@ -104,6 +104,7 @@ def run_build(sources: list[Path], out: Path, jobs: int = 1) -> Iterator[Outcome
     so an interrupted build keeps what it finished.
     """
     with exclusive(out):
+        _remove_stale_partials(out)
         lock = read_lock(out)
         pending: list[Path] = []
         claimed: dict[str, str] = {}
@@ -136,6 +137,12 @@ def run_build(sources: list[Path], out: Path, jobs: int = 1) -> Iterator[Outcome
                 lock[outcome.checkpoint] = outcome.entry
                 write_lock(out, lock)
             yield outcome
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Delete temporary files that a killed build left behind; safe because the build lock is held."""
+    for leftover in out.glob(".*.partial"):
+        leftover.unlink(missing_ok=True)
 
 
 def _run_pending(pending: list[Path], out: Path, lock: dict[str, LockEntry], jobs: int) -> Iterator[Outcome]:
