@@ -220,3 +220,29 @@ def test_names_cannot_leave_output_folder(tmp_path, field, value):
     path = write(tmp_path, mutate((field,), value), "yaml")
     with pytest.raises(ManifestError, match=field):
         load_manifest(path)
+
+
+def test_cli_reports_one_line_per_problem(tmp_path):
+    """Many generated bad manifests through `zoo validate` in one run: exit 2, no traceback."""
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(0)
+    bad_values = [None, -1, 0, 10**12, "", "x" * 300, [1, [2]], {"a": 1}, float("nan"), True, "../x"]
+    paths = []
+    for index in range(60):
+        data = mutate(rng.choice(FIELDS), rng.choice(bad_values))
+        path = write(tmp_path, data, rng.choice(["yaml", "json", "toml"]))
+        if path is None:
+            continue
+        path = path.rename(tmp_path / f"case{index}{path.suffix}")
+        paths.append(path)
+    result = subprocess.run([sys.executable, "-m", "zoo", "validate", *map(str, paths)],
+                            capture_output=True, text=True, timeout=600, env={"COLUMNS": "400", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines
+    for line in lines:
+        assert line.startswith(str(tmp_path / "case")), line

@@ -66,7 +66,7 @@ def validate(
             for line in str(error).splitlines():
                 errors.print(line, highlight=False, markup=False, soft_wrap=True)
             continue
-        console.print(f"ok  {path} ({manifest.task}, {manifest.backbone.source}:{manifest.backbone.name})", highlight=False)
+        console.print(f"ok  {path} ({manifest.task}, {manifest.backbone.source}:{manifest.backbone.name})", highlight=False, soft_wrap=True)
     if invalid:
         raise typer.Exit(EXIT_INVALID)
 
@@ -118,7 +118,7 @@ def _build_with_progress(sources: list[Path], out: Path, jobs: int) -> list:
 def _print_summary(outcomes: list) -> None:
     table = Table(title="zoo build")
     for column in ("manifest", "checkpoint", "status", "seconds", "size"):
-        table.add_column(column, justify="right" if column in ("seconds", "size") else "left")
+        table.add_column(column, justify="right" if column in ("seconds", "size") else "left", overflow="fold")
     for o in outcomes:
         style = {"failed": "red", "built": "green"}.get(o.status, "")
         table.add_row(o.source, o.checkpoint, f"[{style}]{o.status}[/{style}]" if style else o.status,
