@@ -15,7 +15,7 @@ class BackboneWithHead(nn.Module):
     """A backbone returning an (N, C, H, W) map followed by a pooled linear head.
 
     Input: images of shape (N, in_chans, H, W), normalised as the manifest's
-    `preprocess` says. Output: the head's output, see each head.
+    `preprocess` section specifies. Output: the head's output, see each head.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, in_chans: int) -> None:

@@ -116,7 +116,7 @@ def _shorten(value: Any, limit: int = 80) -> str:
 
 
 def problems_from_validation(error: ValidationError) -> list[ManifestProblem]:
-    """One ManifestProblem per pydantic error, with the field path and the bad value."""
+    """Convert each pydantic error into a ManifestProblem with the field path and the bad value."""
     problems = []
     for item in error.errors(include_url=False):
         message = item["msg"].removeprefix("Value error, ")

@@ -2,7 +2,7 @@
 
 Format version 1. The file is plain safetensors, so any safetensors reader
 opens it. Tensors are the model's state dict, contiguous, with tensors that
-share storage written once. The header's `__metadata__` holds strings:
+share storage written once. The header's `__metadata__` contains strings:
 
 - `zoo.format`: "1"
 - `zoo.manifest`: the validated manifest as canonical JSON
@@ -62,7 +62,7 @@ DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 @dataclass(frozen=True)
 class TensorEntry:
-    """Where one tensor lies in the file."""
+    """The dtype, shape and byte range of one tensor in the file."""
 
     dtype: torch.dtype
     shape: tuple[int, ...]
@@ -129,7 +129,7 @@ def write_checkpoint(path: str | Path, state: Mapping[str, Tensor], metadata: Ma
     """Write tensors and metadata to `path` atomically and return the file's sha256.
 
     Tensors are made contiguous (channels-last tensors included) and moved to
-    the CPU. The data section starts at a multiple of ALIGNMENT and holds
+    the CPU. The data section starts at a multiple of ALIGNMENT and contains
     first the tensors whose size is a multiple of ALIGNMENT, then the rest by
     element size, so every tensor is aligned to at least its element size.
     """
@@ -256,7 +256,8 @@ def read_tensors(header: CheckpointHeader) -> dict[str, Tensor]:
     The mapping is private: writing to a tensor changes memory, never the file.
     Tensors that do not start on an ALIGNMENT boundary in the file are copied
     into freshly allocated memory, so every tensor is as aligned as one torch
-    allocates; in files written by `write_checkpoint` these are the small ones.
+    allocates. In files written by `write_checkpoint`, only small tensors are
+    copied.
     """
     file_size = header.data_start + max((e.end for e in header.tensors.values()), default=0)
     if file_size == header.data_start:

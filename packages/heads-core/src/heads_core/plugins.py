@@ -90,7 +90,7 @@ class TaskPlugin:
 
 @functools.lru_cache(maxsize=1)
 def _registered_entry_points() -> dict[str, EntryPoint]:
-    """The entry points of the group by task name, not yet loaded.
+    """Collect the entry points of the group by task name, without loading them.
 
     Raises:
         RuntimeError: two installed packages register the same task.

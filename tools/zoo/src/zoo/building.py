@@ -56,7 +56,7 @@ def _up_to_date(source: Path, out: Path, lock: dict[str, LockEntry]) -> Outcome 
 
 
 def build_one(source: str, out: str, previous: LockEntry | None = None) -> Outcome:
-    """Validate, build and save one manifest; never raises for bad input."""
+    """Validate, build and save one manifest; bad input gives a failed Outcome instead of an exception."""
     from heads_core import ZooError, build_model, checkpoint_filename, load_manifest, save_model
     from heads_core.manifest import canonical_json
 

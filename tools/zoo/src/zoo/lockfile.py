@@ -24,7 +24,7 @@ LOCK_VERSION = 1
 
 @dataclass
 class LockEntry:
-    """What one build produced.
+    """The record of one built checkpoint.
 
     Attributes:
         source: the manifest path as given on the command line.
@@ -93,7 +93,7 @@ def write_lock(out: Path, entries: dict[str, LockEntry]) -> None:
 
 
 def checkpoint_unchanged(out: Path, name: str, entry: LockEntry) -> bool:
-    """Whether the checkpoint on disk is the one the lock recorded (size and mtime, else the hash)."""
+    """Check that the checkpoint on disk is the one the lock recorded (size and mtime, else the hash)."""
     path = out / name
     try:
         stat = path.stat()
