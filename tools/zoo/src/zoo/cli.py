@@ -180,14 +180,15 @@ def inspect(
     insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
 ) -> None:
     """Show a checkpoint's manifest, outputs, parameter count, size and sha256; for a reference, its artifact without the weights."""
-    from heads_core import ZooError
-
-    from .lockfile import file_sha256
     from .registry import looks_like_reference
 
     if not Path(target).exists() and looks_like_reference(target):
         _inspect_reference(target, as_json, registry, insecure)
         return
+    from heads_core import ZooError
+
+    from .lockfile import file_sha256
+
     checkpoint = Path(target)
     try:
         info = _checkpoint_summary(checkpoint)
