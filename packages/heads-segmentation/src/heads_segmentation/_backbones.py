@@ -125,6 +125,7 @@ class Levels:
     strides: list[int]
     channels: list[int]
     size_divisor: int
+    timm_layout: str = ""
 
     def select(self, roles: Mapping[str, int]) -> nn.Module:
         """Return the backbone module that outputs a dict with one map per role."""
@@ -190,33 +191,34 @@ def _layered_levels(model: nn.Module, kind: BackboneKind) -> tuple[list[tuple[st
     return list(features.named_children()), [str(i) for i in starts]
 
 
+# Options that let a timm model take any input size, tried in this order:
+# transformers such as ViT and Swin assert a fixed input size unless
+# `dynamic_img_size` is set, and ViT pads to its patch size with
+# `dynamic_img_pad`. Convolutional models accept neither and need neither.
+_DYNAMIC_SIZE_OPTIONS: tuple[dict[str, bool], ...] = (
+    {"dynamic_img_size": True, "dynamic_img_pad": True},
+    {"dynamic_img_size": True},
+    {},
+)
+_accepted_size_options: dict[str, dict[str, bool]] = {}
+
+
 def _timm_features(name: str, weights: str | None, in_chans: int, output_stride: int | None) -> nn.Module:
-    kwargs: dict[str, object] = {"features_only": True, **_timm_dynamic_size_kwargs(name)}
+    kwargs: dict[str, object] = {"features_only": True}
     if output_stride is not None:
         kwargs["output_stride"] = output_stride
-    return _create_timm(name, weights, in_chans, **kwargs)
-
-
-@functools.lru_cache(maxsize=64)
-def _timm_dynamic_size_kwargs(name: str) -> dict[str, bool]:
-    """Return the options that let a timm model take any input size, among those it accepts.
-
-    Transformers such as ViT and Swin assert a fixed input size unless
-    `dynamic_img_size` is set; ViT also pads to its patch size with
-    `dynamic_img_pad`. Convolutional models accept neither option.
-    """
-    import timm
-
-    for kwargs in ({"dynamic_img_size": True, "dynamic_img_pad": True}, {"dynamic_img_size": True}, {}):
+    known = _accepted_size_options.get(name)
+    for options in (known,) if known is not None else _DYNAMIC_SIZE_OPTIONS:
         try:
-            with parameters_on_meta():
-                timm.create_model(name, features_only=True, **kwargs)
+            # The model class raises TypeError for an unknown option before it builds anything.
+            model = _create_timm(name, weights, in_chans, **options, **kwargs)
         except TypeError as error:
             if "dynamic_img" in str(error):
                 continue
             raise
-        return dict(kwargs)
-    return {}
+        _accepted_size_options[name] = options
+        return model
+    raise AssertionError("the last option set is empty, so it cannot be rejected for a dynamic_img option")
 
 
 def _timm_layout(model: nn.Module, maps: Sequence[Tensor]) -> str:
@@ -229,20 +231,13 @@ def _timm_layout(model: nn.Module, maps: Sequence[Tensor]) -> str:
 
 
 def _meta_forward_eval(module: nn.Module, *args: Tensor) -> object:
-    """Run `meta_forward` in eval mode, which is much faster for BatchNorm on meta tensors, then restore the mode."""
+    """Run `meta_forward` in eval mode, which is faster for BatchNorm on meta tensors, then restore the mode."""
     training = module.training
     module.eval()
     try:
         return meta_forward(module, *args)
     finally:
         module.train(training)
-
-
-def _measure(body: nn.Module, in_chans: int, children: list[str] | None) -> tuple[list[int], list[int]]:
-    size = MEASURE_SIZE
-    out = _meta_forward_eval(body, torch.empty(1, in_chans, *size, device="meta"))
-    maps = [out[child] for child in children] if children is not None else list(out)  # type: ignore[index, call-overload]
-    return [m.shape[1] for m in maps], [round(size[0] / m.shape[-2]) for m in maps]
 
 
 def _size_divisor(body: nn.Module, in_chans: int, description: str) -> int:
@@ -261,6 +256,22 @@ def _size_divisor(body: nn.Module, in_chans: int, description: str) -> int:
     )
 
 
+@dataclass(frozen=True)
+class LevelLayout:
+    """The measured strides and channels of a backbone's levels at one output stride.
+
+    Attributes:
+        timm_layout: "NHWC" or "NCHW", the memory layout of a timm model's
+            maps; empty for torchvision backbones.
+        size_divisor: see `Levels.size_divisor`.
+    """
+
+    strides: tuple[int, ...]
+    channels: tuple[int, ...]
+    size_divisor: int
+    timm_layout: str = ""
+
+
 def create_levels(
     source: str,
     name: str,
@@ -268,13 +279,17 @@ def create_levels(
     output_stride: int | None,
     weights: str | None = None,
     in_chans: int = 3,
+    layout: LevelLayout | None = None,
     size_divisor: int | None = None,
 ) -> Levels:
     """Build a backbone's feature levels at `output_stride` (None: the backbone's own stride).
 
     Args:
-        size_divisor: the input-side multiple the body needs, when already
-            known; None probes it (layered torchvision kinds need none).
+        layout: the measurement of this backbone at this stride, when already
+            made during validation; None measures it with meta forward
+            passes. Channels and strides do not depend on `in_chans`.
+        size_divisor: the input-side multiple, when known without `layout`;
+            None probes it.
 
     Raises:
         StrideUnavailableError: the backbone cannot be dilated to `output_stride`.
@@ -283,6 +298,7 @@ def create_levels(
     kind = backbone_kind(source, name)
     description = f"{source} backbone {name}"
     children: list[str] | None = None
+    timm_layout = ""
     if kind in ("resnet", "mobilenet_v3"):
         strides_allowed = (8, 16, 32) if kind == "resnet" else (16, 32)
         if output_stride is not None and output_stride not in strides_allowed:
@@ -305,30 +321,30 @@ def create_levels(
             if output_stride is None:
                 raise
             raise StrideUnavailableError(f"{description} cannot be dilated to output stride {output_stride}: {error}") from None
-        maps = _meta_forward_eval(model, torch.empty(1, in_chans, *MEASURE_SIZE, device="meta"))
-        body = FeatureBackbone(TimmTrunk(model, _timm_layout(model, maps)), "timm", None)  # type: ignore[arg-type]
+        if layout is not None:
+            timm_layout = layout.timm_layout
+        else:
+            maps = _meta_forward_eval(model, torch.empty(1, in_chans, *MEASURE_SIZE, device="meta"))
+            timm_layout = _timm_layout(model, maps)  # type: ignore[arg-type]
+        body = FeatureBackbone(TimmTrunk(model, timm_layout), "timm", None)
     else:
         if output_stride is not None:
             raise StrideUnavailableError(f"{description} has no dilation option")
         body = create_feature_backbone(source, name, weights=weights, in_chans=in_chans, input_size=MEASURE_SIZE)
-    channels, strides = _measure(body, in_chans, children)
+    if layout is not None:
+        return Levels(kind, body, children, list(layout.strides), list(layout.channels), layout.size_divisor)
+    out = _meta_forward_eval(body, torch.empty(1, in_chans, *MEASURE_SIZE, device="meta"))
+    maps = [out[child] for child in children] if children is not None else list(out)  # type: ignore[index, call-overload]
+    channels = [m.shape[1] for m in maps]
+    strides = [round(MEASURE_SIZE[0] / m.shape[-2]) for m in maps]
     if output_stride is not None and strides[-1] != output_stride:
         raise StrideUnavailableError(f"{description} gave output stride {strides[-1]} when asked for {output_stride}")
     if size_divisor is None:
         size_divisor = _size_divisor(body, in_chans, description)
-    return Levels(kind, body, children, strides, channels, size_divisor)
+    return Levels(kind, body, children, strides, channels, size_divisor, timm_layout)
 
 
 # --- probing (validation) ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LevelLayout:
-    """The measured strides and channels of a backbone's levels at one output stride."""
-
-    strides: tuple[int, ...]
-    channels: tuple[int, ...]
-    size_divisor: int
 
 
 @functools.lru_cache(maxsize=128)
@@ -336,9 +352,19 @@ def _probe(source: str, name: str, output_stride: int | None) -> LevelLayout:
     # Dilation does not change which input sizes a backbone accepts, so the
     # size divisor is probed once, without dilation.
     divisor = None if output_stride is None else native_layout(source, name).size_divisor
-    with parameters_on_meta():
-        levels = create_levels(source, name, output_stride=output_stride, size_divisor=divisor)
-    return LevelLayout(tuple(levels.strides), tuple(levels.channels), levels.size_divisor)
+    try:
+        with parameters_on_meta():
+            levels = create_levels(source, name, output_stride=output_stride, size_divisor=divisor)
+    except ValueError:  # StrideUnavailableError and fixed-size backbones, with their own messages
+        raise
+    # Model constructors of timm and torchvision fail in many ways for models
+    # that cannot return feature maps; each becomes a manifest error.
+    except Exception as error:
+        raise ValueError(
+            f"{source} backbone {name} cannot be built as a multi-level feature extractor "
+            f"({type(error).__name__}: {error}); choose another backbone"
+        ) from error
+    return LevelLayout(tuple(levels.strides), tuple(levels.channels), levels.size_divisor, levels.timm_layout)
 
 
 def native_layout(source: str, name: str) -> LevelLayout:
@@ -395,13 +421,18 @@ def layout_at(source: str, name: str, output_stride: int) -> LevelLayout:
 
 
 def build_levels(source: str, name: str, output_stride: int, *, weights: str | None, in_chans: int) -> Levels:
-    """Build the backbone at a validated `output_stride`, dilating only when it is below the native stride."""
+    """Build the backbone at a validated `output_stride`, dilating only when it is below the native stride.
+
+    The measurement made during validation is reused, so building runs no
+    meta forward pass of its own.
+    """
     native = native_layout(source, name)
+    dilated = output_stride != native.strides[-1]
     return create_levels(
         source,
         name,
-        output_stride=None if output_stride == native.strides[-1] else output_stride,
+        output_stride=output_stride if dilated else None,
         weights=weights,
         in_chans=in_chans,
-        size_divisor=native.size_divisor,
+        layout=layout_at(source, name, output_stride),
     )
