@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from zoo.registry import AuthenticationError, RegistryError, list_tags, publish, pull
 
 pytestmark = pytest.mark.registry
@@ -145,7 +144,7 @@ def test_cli_output_carries_no_credentials(server, checkpoint, tmp_path):
     source = checkpoint()
 
     def zoo(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=300)
+        return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=300, check=False)
 
     published = zoo("publish", str(source), f"oci://{server.address}")
     assert published.returncode == 0, published.stderr

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import zoo
 from zoo.registry import (
     RegistryError,
@@ -35,7 +34,7 @@ def zoo_command(*args: str, cwd: Path, env: dict[str, str] | None = None) -> sub
     import os
 
     environment = {**os.environ, "COLUMNS": "250", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd, env=environment, timeout=300)
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd, env=environment, timeout=300, check=False)
 
 
 def test_publish_pull_by_tag_and_digest(registry_server, checkpoint, tmp_path):

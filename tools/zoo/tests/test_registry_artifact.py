@@ -6,7 +6,6 @@ import copy
 from typing import Any
 
 import pytest
-
 from zoo.registry import VerificationError
 from zoo.registry.artifact import (
     ARTIFACT_TYPE,
@@ -94,9 +93,9 @@ def test_artifact_is_deterministic(checkpoint):
 
 
 def test_rejects_file_without_zoo_metadata(tmp_path):
+    import torch
     from heads_core import CheckpointError
     from safetensors.torch import save_file
-    import torch
 
     plain = tmp_path / "plain.safetensors"
     save_file({"weight": torch.zeros(2)}, str(plain))

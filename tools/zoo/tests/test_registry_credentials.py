@@ -9,7 +9,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from zoo.registry import AuthenticationError
 from zoo.registry.auth import Credentials, docker_config_path, find_credentials
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 import zoo
 from zoo.registry import (
     LayoutReference,
@@ -20,7 +19,13 @@ from zoo.registry import (
     publish,
     pull,
 )
-from zoo.registry.artifact import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, canonical_bytes, sha256_digest
+from zoo.registry.artifact import (
+    ARTIFACT_TYPE,
+    CONFIG_MEDIA_TYPE,
+    LAYER_MEDIA_TYPE,
+    canonical_bytes,
+    sha256_digest,
+)
 from zoo.registry.reference import LayoutRoot
 
 

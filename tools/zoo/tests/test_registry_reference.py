@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from zoo.registry import InvalidReferenceError, LayoutReference, RemoteReference, parse_reference
+from zoo.registry import (
+    InvalidReferenceError,
+    LayoutReference,
+    RemoteReference,
+    parse_reference,
+)
 from zoo.registry.reference import (
     LayoutRoot,
     RemoteRoot,

@@ -16,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
 from zoo.registry import AuthenticationError, RegistryError, RemoteReference, list_tags
 from zoo.registry.artifact import Descriptor
 from zoo.registry.reference import is_loopback
@@ -188,9 +187,11 @@ def test_token_realm_over_plain_http_refused(scripted_server, loopback_only, mon
 def test_redirect_to_plain_http_host_refused(scripted_server, loopback_only):
     server = scripted_server(lambda request: (307, {"Location": f"http://{NOT_LOOPBACK}/blob"}, b""))
     store = RemoteStore(RemoteReference(server.address, "x"))
-    with pytest.raises(RegistryError, match=f"refusing plain HTTP to {NOT_LOOPBACK}"):
-        with store.open_blob(Descriptor("application/octet-stream", DIGEST, 4), "a blob") as chunks:
-            b"".join(chunks)
+    with (
+        pytest.raises(RegistryError, match=f"refusing plain HTTP to {NOT_LOOPBACK}"),
+        store.open_blob(Descriptor("application/octet-stream", DIGEST, 4), "a blob"),
+    ):
+        pass
     assert loopback_only == []
 
 
@@ -218,9 +219,11 @@ def test_redirect_drops_credentials_for_other_origin(scripted_server, monkeypatc
         return 307, {"Location": f"http://{storage.address}/blob"}, b""
 
     registry = scripted_server(answer)
-    with RemoteStore(RemoteReference(registry.address, "x")) as store:
-        with store.open_blob(Descriptor("application/octet-stream", DIGEST, 4), "a blob") as chunks:
-            assert b"".join(chunks) == b"data"
+    with (
+        RemoteStore(RemoteReference(registry.address, "x")) as store,
+        store.open_blob(Descriptor("application/octet-stream", DIGEST, 4), "a blob") as chunks,
+    ):
+        assert b"".join(chunks) == b"data"
     assert registry.requests[-1].headers["authorization"].startswith("Basic ")
     assert [r.headers.get("authorization") for r in storage.requests] == [None]
 

@@ -33,8 +33,8 @@ def load(
     A `Path`, or a string naming an existing file or ending in `.safetensors`,
     is loaded directly. Anything else is parsed as a reference (see
     `zoo.registry.reference`) and pulled into `cache`, by default
-    `$XDG_CACHE_HOME/zoo/checkpoints`, where each checkpoint content has one
-    file; a cached file is hashed again before it is used.
+    `$XDG_CACHE_HOME/zoo/checkpoints`. The cache keeps one file per checkpoint
+    content, and a cached file is hashed again before it is used.
 
     Args:
         reference_or_path: a checkpoint path or a registry reference with a tag or digest.

@@ -61,8 +61,7 @@ def docker_config_path() -> Path:
 def _normalise_key(key: str) -> str:
     """Reduce an `auths` key such as `https://host:5000/v1/` to `host:5000`."""
     for scheme in ("https://", "http://"):
-        if key.startswith(scheme):
-            key = key[len(scheme) :]
+        key = key.removeprefix(scheme)
     return key.split("/", 1)[0].lower()
 
 

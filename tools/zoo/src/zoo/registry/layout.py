@@ -1,6 +1,6 @@
 """A repository stored as an OCI image layout folder (image-spec v1.1).
 
-The folder holds `oci-layout`, `index.json` and `blobs/sha256/HEX`. Tags are
+The folder contains `oci-layout`, `index.json` and `blobs/sha256/HEX`. Tags are
 the `org.opencontainers.image.ref.name` annotations of the descriptors in
 `index.json`, one descriptor per tag. Blobs are written to a temporary file,
 checked against their digest and renamed into place, and `index.json` is
@@ -15,13 +15,21 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .artifact import CHUNK_BYTES, MANIFEST_MEDIA_TYPE, MAX_MANIFEST_BYTES, Descriptor, canonical_bytes, parse_descriptor, sha256_digest
+from .artifact import (
+    CHUNK_BYTES,
+    MANIFEST_MEDIA_TYPE,
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    canonical_bytes,
+    parse_descriptor,
+    sha256_digest,
+)
 from .errors import NotFoundError, RegistryError, VerificationError
+from .files import create_temporary, write_atomically
 from .reference import DIGEST_RE, LayoutReference
 from .remote import Progress
 
@@ -37,19 +45,6 @@ LAYOUT_VERSION = "1.0.0"
 def is_layout(path: Path) -> bool:
     """Return whether `path` is an OCI image layout folder (it has an `oci-layout` file)."""
     return (path / LAYOUT_FILE).is_file()
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class LayoutStore:
@@ -97,8 +92,8 @@ class LayoutStore:
             raise RegistryError(f"{self.path} is {kind}, not an OCI image layout; publish to a new or empty folder, or to an existing layout")
         (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         index = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
-        _write_atomically(self.path / INDEX_FILE, canonical_bytes(index))
-        _write_atomically(self.path / LAYOUT_FILE, canonical_bytes({"imageLayoutVersion": LAYOUT_VERSION}))
+        write_atomically(self.path / INDEX_FILE, canonical_bytes(index))
+        write_atomically(self.path / LAYOUT_FILE, canonical_bytes({"imageLayoutVersion": LAYOUT_VERSION}))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -148,25 +143,25 @@ class LayoutStore:
         if DIGEST_RE.match(tag_or_digest):
             expected_size = None
             digest = tag_or_digest
-            shown = f"{self.location}@{digest}"
+            artifact_text = f"{self.location}@{digest}"
         else:
             descriptor = self._tag_descriptors().get(tag_or_digest)
-            shown = f"{self.location}:{tag_or_digest}"
+            artifact_text = f"{self.location}:{tag_or_digest}"
             if descriptor is None:
-                raise NotFoundError(f"{shown} not found: the layout has no tag {tag_or_digest!r}; `zoo list {self.path}` shows its tags")
+                raise NotFoundError(f"{artifact_text} not found: the layout has no tag {tag_or_digest!r}; `zoo list {self.path}` shows its tags")
             digest, expected_size = descriptor.digest, descriptor.size
         path = self.blob_path(digest)
         try:
             size = path.stat().st_size
             if size > MAX_MANIFEST_BYTES:
-                raise VerificationError(f"the manifest of {shown} has {size} bytes, more than the {MAX_MANIFEST_BYTES}-byte limit")
+                raise VerificationError(f"the manifest of {artifact_text} has {size} bytes, more than the {MAX_MANIFEST_BYTES}-byte limit")
             data = path.read_bytes()
         except FileNotFoundError:
-            raise NotFoundError(f"{shown} not found: the layout has no blob {digest}") from None
+            raise NotFoundError(f"{artifact_text} not found: the layout has no blob {digest}") from None
         if expected_size is not None and len(data) != expected_size:
-            raise VerificationError(f"the manifest of {shown} has {len(data)} bytes, but index.json records {expected_size}; the layout was changed or damaged")
+            raise VerificationError(f"the manifest of {artifact_text} has {len(data)} bytes, but index.json records {expected_size}; the layout was changed or damaged")
         if sha256_digest(data) != digest:
-            raise VerificationError(f"the manifest of {shown} does not match its digest {digest}; the layout was changed or damaged")
+            raise VerificationError(f"the manifest of {artifact_text} does not match its digest {digest}; the layout was changed or damaged")
         return data, digest
 
     def resolve_tag(self, tag: str) -> tuple[bytes, str] | None:
@@ -183,12 +178,12 @@ class LayoutStore:
         descriptor = Descriptor(MANIFEST_MEDIA_TYPE, digest, len(data), {REF_NAME: tag})
         self.write_blob(descriptor, data, "manifest")
         index = self._read_index()
-        kept = [entry for entry in index["manifests"] if not (isinstance(entry, dict) and (entry.get("annotations") or {}).get(REF_NAME) == tag)]
+        other_tags = [entry for entry in index["manifests"] if not (isinstance(entry, dict) and (entry.get("annotations") or {}).get(REF_NAME) == tag)]
         entry = descriptor.to_json()
         if artifact_type:
             entry["artifactType"] = artifact_type
-        index["manifests"] = [*kept, entry]
-        _write_atomically(self.path / INDEX_FILE, canonical_bytes(index))
+        index["manifests"] = [*other_tags, entry]
+        write_atomically(self.path / INDEX_FILE, canonical_bytes(index))
 
     # -- blobs --------------------------------------------------------------
 
@@ -222,7 +217,7 @@ class LayoutStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         hasher = hashlib.sha256()
         written = 0
-        fd, temporary = tempfile.mkstemp(prefix=f".{target.name[:16]}.", suffix=".partial", dir=target.parent)
+        fd, temporary = create_temporary(target)
         try:
             with os.fdopen(fd, "wb") as out:
                 if isinstance(source, bytes):
@@ -247,7 +242,7 @@ class LayoutStore:
                 )
             os.replace(temporary, target)
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
         self.blob_bytes_sent += written
 

@@ -1,4 +1,4 @@
-"""Publish checkpoints to a registry, pull them back verified, and list and inspect what a registry holds."""
+"""Publish checkpoints to a registry, pull them back verified, and list and inspect what a registry contains."""
 
 from __future__ import annotations
 
@@ -8,14 +8,27 @@ import json
 import logging
 import os
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-from .artifact import ARTIFACT_TYPE, Descriptor, ParsedArtifact, artifact_for_checkpoint, file_digest, parse_artifact
-from .errors import InvalidReferenceError, NotFoundError, RegistryError, TagConflictError, VerificationError
+from .artifact import (
+    ARTIFACT_TYPE,
+    Descriptor,
+    ParsedArtifact,
+    artifact_for_checkpoint,
+    file_digest,
+    parse_artifact,
+)
+from .errors import (
+    InvalidReferenceError,
+    NotFoundError,
+    RegistryError,
+    TagConflictError,
+    VerificationError,
+)
+from .files import create_temporary
 from .layout import LayoutStore, is_layout
 from .reference import (
     LayoutReference,
@@ -45,13 +58,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Store = Union[RemoteStore, LayoutStore]
+Store = RemoteStore | LayoutStore
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class PublishResult:
-    """What a publish did.
+    """The outcome of a publish.
 
     Attributes:
         reference: the tag reference, such as `oci://HOST/REPO:1.0.0`.
@@ -79,7 +92,7 @@ class PublishResult:
 
 @dataclass(frozen=True)
 class PullResult:
-    """What a pull produced: the checkpoint file and the artifact it came from."""
+    """The outcome of a pull: the checkpoint file and the artifact it came from."""
 
     path: Path
     reference: Reference
@@ -105,7 +118,7 @@ class ArtifactInfo:
 
 @dataclass(frozen=True)
 class TagInfo:
-    """One tag of a repository; `artifact` is None when the tag holds something other than a zoo checkpoint."""
+    """One tag of a repository; `artifact` is None when the tag points to something other than a zoo checkpoint."""
 
     tag: str
     digest: str
@@ -235,10 +248,10 @@ def _read_blob(store: Store, descriptor: Descriptor, label: str) -> bytes:
 
 def _verify(store: Store, descriptor: Descriptor, label: str, received: int, digest: str) -> None:
     if received != descriptor.size or digest != descriptor.digest:
-        shown = f"at least {received}" if received > descriptor.size else str(received)
+        received_text = f"at least {received}" if received > descriptor.size else str(received)
         raise VerificationError(
             f"{label} from {store.location} failed verification: expected {descriptor.size} bytes with "
-            f"{descriptor.digest}, received {shown} bytes with {digest}; the registry's copy is damaged or was "
+            f"{descriptor.digest}, received {received_text} bytes with {digest}; the registry's copy is damaged or was "
             "changed, so nothing was written. Publish the checkpoint again"
         )
 
@@ -257,7 +270,7 @@ def _download_verified(
     Returns the bytes received.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    fd, temporary = create_temporary(target)
     try:
         hasher = hashlib.sha256()
         received = 0
@@ -273,10 +286,10 @@ def _download_verified(
             out.flush()
             os.fsync(out.fileno())
         _verify(store, descriptor, label, received, "sha256:" + hasher.hexdigest())
-        check(Path(temporary))
+        check(temporary)
         os.replace(temporary, target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return received
 
@@ -422,14 +435,14 @@ def list_tags(reference: Reference | str, *, registry: str | None = None, insecu
         if isinstance(store, LayoutStore):
             store.require()
         for tag in store.tags():
-            shown = reference.with_version(tag=tag)
+            tag_reference = reference.with_version(tag=tag)
             try:
                 data, digest = store.fetch_manifest(tag)
             except NotFoundError as error:
                 found.append(TagInfo(tag, "", None, str(error)))
                 continue
             try:
-                found.append(TagInfo(tag, digest, parse_artifact(data, digest, str(shown))))
+                found.append(TagInfo(tag, digest, parse_artifact(data, digest, str(tag_reference))))
             except VerificationError as error:
                 found.append(TagInfo(tag, digest, None, str(error)))
     return found
@@ -449,7 +462,7 @@ def list_repositories(root: RegistryRoot, *, insecure: bool = False) -> list[Ref
 
 
 def is_registry_root(path: Path) -> bool:
-    """Return whether a folder holds OCI image layouts below it (but is not one itself)."""
+    """Return whether a folder contains OCI image layouts below it but is not one itself."""
     if not path.is_dir() or is_layout(path):
         return False
     return any(candidate.is_file() for candidate in path.rglob("oci-layout"))

@@ -29,7 +29,6 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Union
 
 from .errors import InvalidReferenceError
 
@@ -134,7 +133,7 @@ class LayoutReference:
         return self.repository_reference + _suffix(self.tag, self.digest)
 
 
-Reference = Union[RemoteReference, LayoutReference]
+Reference = RemoteReference | LayoutReference
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,7 @@ class RemoteRoot:
         return f"{OCI_SCHEME}{self.registry}" + (f"/{self.namespace}" if self.namespace else "")
 
 
-RegistryRoot = Union[LayoutRoot, RemoteRoot]
+RegistryRoot = LayoutRoot | RemoteRoot
 
 
 def _suffix(tag: str | None, digest: str | None) -> str:
@@ -221,8 +220,7 @@ def parse_registry(text: str) -> RegistryRoot:
         if path:
             _check_repository(path, text)
         return RemoteRoot(registry, path)
-    if text.startswith(LAYOUT_PREFIX):
-        text = text[len(LAYOUT_PREFIX) :]
+    text = text.removeprefix(LAYOUT_PREFIX)
     if not text:
         raise InvalidReferenceError(f"the registry address is empty; give a folder or oci://HOST[:PORT], or unset {REGISTRY_ENV}")
     return LayoutRoot(Path(os.path.expanduser(text)))
@@ -246,7 +244,7 @@ def looks_like_reference(text: str) -> bool:
     """
     if text.startswith((OCI_SCHEME, LAYOUT_PREFIX)):
         return True
-    name, tag, digest = _split_version(text, text)
+    name = _split_version(text, text)[0]
     return bool(NAME_RE.match(name)) and not text.endswith((".safetensors", ".yaml", ".yml", ".json", ".toml"))
 
 

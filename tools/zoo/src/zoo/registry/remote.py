@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from .artifact import CHUNK_BYTES, MANIFEST_MEDIA_TYPE, MAX_MANIFEST_BYTES, Descriptor, sha256_digest
+from .artifact import (
+    CHUNK_BYTES,
+    MANIFEST_MEDIA_TYPE,
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    sha256_digest,
+)
 from .auth import PASSWORD_ENV, USERNAME_ENV, Credentials, find_credentials
 from .errors import AuthenticationError, NotFoundError, RegistryError, VerificationError
 from .reference import DIGEST_RE, RemoteReference, is_loopback
@@ -48,19 +54,15 @@ Progress = Callable[[str, int, int], None]
 
 MAX_REDIRECTS = 5
 CONNECT_TIMEOUT_SECONDS = 10
-# Seconds without a byte arriving before a request is abandoned; generous
-# because a registry may hash a large blob before it answers the upload.
+# Seconds without a byte arriving before a request is abandoned. The value is
+# generous because a registry may hash a large blob before it responds to the upload.
 READ_TIMEOUT_SECONDS = 300
 PAGE_SIZE = 1000
 MAX_ERROR_DETAIL = 300
 MAX_LIST_PAGES = 1000
-ACCEPTED_MANIFESTS = ", ".join(
-    [
-        MANIFEST_MEDIA_TYPE,
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
+ACCEPTED_MANIFESTS = (
+    f"{MANIFEST_MEDIA_TYPE}, application/vnd.oci.image.index.v1+json, "
+    "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
 )
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
@@ -166,35 +168,35 @@ class RemoteStore:
 
     # -- requests -----------------------------------------------------------
 
-    def _send(self, method: str, url: str, headers: dict[str, str], data: Any, stream: bool, what: str) -> requests.Response:
+    def _send(self, method: str, url: str, headers: dict[str, str], data: Any, stream: bool, operation: str) -> requests.Response:
         import requests
 
         try:
             return self.session.request(method, url, headers=headers, data=data, stream=stream, allow_redirects=False, **self._transport_options(url))
         except requests.exceptions.SSLError as error:
             raise RegistryError(
-                f"{what} failed: the TLS connection to {urlsplit(url).netloc} failed ({_reason(error)}); if this registry "
+                f"{operation} failed: the TLS connection to {urlsplit(url).netloc} failed ({_reason(error)}); if this registry "
                 "serves only plain HTTP and you trust the network, pass --insecure"
             ) from None
         except requests.exceptions.Timeout:
             raise RegistryError(
-                f"{what} failed: {urlsplit(url).netloc} did not answer within {CONNECT_TIMEOUT_SECONDS} s to connect "
+                f"{operation} failed: {urlsplit(url).netloc} did not respond within {CONNECT_TIMEOUT_SECONDS} s to connect "
                 f"or {READ_TIMEOUT_SECONDS} s to respond; check that the registry is running and reachable"
             ) from None
         except requests.exceptions.ConnectionError as error:
             raise RegistryError(
-                f"{what} failed: the connection to {urlsplit(url).netloc} failed ({_reason(error)}); check that the "
+                f"{operation} failed: the connection to {urlsplit(url).netloc} failed ({_reason(error)}); check that the "
                 "registry is running and the address is right"
             ) from None
         except requests.exceptions.RequestException as error:
-            raise RegistryError(f"{what} failed: {type(error).__name__} ({_reason(error)})") from None
+            raise RegistryError(f"{operation} failed: {type(error).__name__} ({_reason(error)})") from None
 
     def request(
         self,
         method: str,
         url: str,
         *,
-        what: str,
+        operation: str,
         headers: dict[str, str] | None = None,
         data: Any = None,
         stream: bool = False,
@@ -209,11 +211,11 @@ class RemoteStore:
         authenticated = False
         redirects = 0
         while True:
-            self.check_url(url, what)
+            self.check_url(url, operation)
             send_headers = dict(headers or {})
             if self._authorization and self._same_origin(url):
                 send_headers["Authorization"] = self._authorization
-            response = self._send(method, url, send_headers, data, stream, what)
+            response = self._send(method, url, send_headers, data, stream, operation)
             if response.is_redirect and method in ("GET", "HEAD") and redirects < MAX_REDIRECTS:
                 location = response.headers["Location"]
                 response.close()
@@ -223,38 +225,38 @@ class RemoteStore:
             if response.status_code == 401 and replayable and not authenticated:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.close()
-                if self._authenticate(challenge, what):
+                if self._authenticate(challenge, operation):
                     authenticated = True
                     continue
-                self._raise_unauthorized(401, what, "")
+                self._raise_unauthorized(401, operation, "")
             return response
 
-    def _raise_for_status(self, response: requests.Response, what: str, expected: tuple[int, ...]) -> None:
+    def _raise_for_status(self, response: requests.Response, operation: str, expected: tuple[int, ...]) -> None:
         if response.status_code in expected:
             return
         detail = self._error_detail(response)
         response.close()
         code = response.status_code
         if code in (401, 403):
-            self._raise_unauthorized(code, what, detail)
+            self._raise_unauthorized(code, operation, detail)
         if code == 404:
-            raise NotFoundError(f"{what} failed: {self.reference.registry} answered 404 not found{detail}")
-        raise RegistryError(f"{what} failed: {self.reference.registry} answered HTTP {code}{detail}")
+            raise NotFoundError(f"{operation} failed: {self.reference.registry} responded 404 not found{detail}")
+        raise RegistryError(f"{operation} failed: {self.reference.registry} responded with HTTP {code}{detail}")
 
-    def _raise_unauthorized(self, code: int, what: str, detail: str) -> None:
+    def _raise_unauthorized(self, code: int, operation: str, detail: str) -> None:
         registry = self.reference.registry
         if self._credentials is None:
             raise AuthenticationError(
-                f"{what} failed: {registry} requires credentials (HTTP {code}){detail}; set {USERNAME_ENV} and "
+                f"{operation} failed: {registry} requires credentials (HTTP {code}){detail}; set {USERNAME_ENV} and "
                 f"{PASSWORD_ENV}, or run `docker login {registry}`"
             )
         if code == 403:
             raise AuthenticationError(
-                f"{what} failed: {registry} denied access (HTTP 403){detail}; the credentials from "
+                f"{operation} failed: {registry} denied access (HTTP 403){detail}; the credentials from "
                 f"{self._credentials.source} lack permission for {self.reference.repository}"
             )
         raise AuthenticationError(
-            f"{what} failed: {registry} rejected the credentials from {self._credentials.source} (HTTP 401){detail}; "
+            f"{operation} failed: {registry} rejected the credentials from {self._credentials.source} (HTTP 401){detail}; "
             "check the user name and password"
         )
 
@@ -291,8 +293,8 @@ class RemoteStore:
                 logger.debug("using credentials from %s for %s", self._credentials.source, self.reference.registry)
         return self._credentials
 
-    def _authenticate(self, challenge: str, what: str) -> bool:
-        """Answer a WWW-Authenticate challenge; return whether the request is worth repeating."""
+    def _authenticate(self, challenge: str, operation: str) -> bool:
+        """Respond to a WWW-Authenticate challenge; return whether the request is worth repeating."""
         scheme, _, rest = challenge.strip().partition(" ")
         params = {match.group(1).lower(): match.group(2) if match.group(2) is not None else match.group(3) for match in _CHALLENGE_PARAM.finditer(rest)}
         credentials = self._load_credentials()
@@ -302,7 +304,7 @@ class RemoteStore:
             token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
             header = f"Basic {token}"
         elif scheme.lower() == "bearer" and params.get("realm"):
-            header = f"Bearer {self._fetch_token(params, credentials, what)}"
+            header = f"Bearer {self._fetch_token(params, credentials, operation)}"
         else:
             return False
         if header == self._authorization:
@@ -310,32 +312,32 @@ class RemoteStore:
         self._authorization = header
         return True
 
-    def _fetch_token(self, params: dict[str, str], credentials: Credentials | None, what: str) -> str:
+    def _fetch_token(self, params: dict[str, str], credentials: Credentials | None, operation: str) -> str:
         """Get a bearer token from the challenge's realm, with basic credentials when there are any."""
         import requests
 
         realm = params["realm"]
-        self.check_url(realm, f"the token request of {what}")
+        self.check_url(realm, f"the token request of {operation}")
         query = {key: params[key] for key in ("service", "scope") if params.get(key)}
         auth = (credentials.username, credentials.password) if credentials else None
         token_server = urlsplit(realm).netloc
         try:
             response = self.session.get(realm, params=query, auth=auth, allow_redirects=False, **self._transport_options(realm))
         except requests.exceptions.RequestException as error:
-            raise RegistryError(f"{what} failed: the token server {token_server} could not be reached ({_reason(error)})") from None
+            raise RegistryError(f"{operation} failed: the token server {token_server} could not be reached ({_reason(error)})") from None
         if response.status_code in (401, 403):
             source = f"the credentials from {credentials.source}" if credentials else "anonymous access"
             fix = "check the user name and password" if credentials else f"set {USERNAME_ENV} and {PASSWORD_ENV}, or run `docker login {self.reference.registry}`"
-            raise AuthenticationError(f"{what} failed: the token server {token_server} rejected {source} (HTTP {response.status_code}); {fix}")
+            raise AuthenticationError(f"{operation} failed: the token server {token_server} rejected {source} (HTTP {response.status_code}); {fix}")
         if response.status_code != 200:
-            raise RegistryError(f"{what} failed: the token server {token_server} answered HTTP {response.status_code}")
+            raise RegistryError(f"{operation} failed: the token server {token_server} responded with HTTP {response.status_code}")
         try:
             body = response.json()
             token = body.get("token") or body.get("access_token")
         except (ValueError, AttributeError):
             token = None
         if not isinstance(token, str) or not token:
-            raise RegistryError(f"{what} failed: the token server {token_server} returned no token")
+            raise RegistryError(f"{operation} failed: the token server {token_server} returned no token")
         return token
 
     # -- manifests ----------------------------------------------------------
@@ -350,23 +352,23 @@ class RemoteStore:
             NotFoundError: the repository or the tag or digest does not exist.
             VerificationError: the bytes do not match the digest.
         """
-        shown = f"{self.location}{'@' if DIGEST_RE.match(tag_or_digest) else ':'}{tag_or_digest}"
-        what = f"fetching the manifest of {shown}"
-        response = self.request("GET", self._url(f"manifests/{tag_or_digest}"), what=what, headers={"Accept": ACCEPTED_MANIFESTS}, stream=True)
-        self._raise_for_status(response, what, (200,))
+        artifact_text = f"{self.location}{'@' if DIGEST_RE.match(tag_or_digest) else ':'}{tag_or_digest}"
+        operation = f"fetching the manifest of {artifact_text}"
+        response = self.request("GET", self._url(f"manifests/{tag_or_digest}"), operation=operation, headers={"Accept": ACCEPTED_MANIFESTS}, stream=True)
+        self._raise_for_status(response, operation, (200,))
         with contextlib.closing(response):
             body = bytearray()
             for chunk in response.iter_content(CHUNK_BYTES):
                 body += chunk
                 if len(body) > MAX_MANIFEST_BYTES:
-                    raise VerificationError(f"the manifest of {shown} is larger than {MAX_MANIFEST_BYTES} bytes; it is not a zoo artifact")
+                    raise VerificationError(f"the manifest of {artifact_text} is larger than {MAX_MANIFEST_BYTES} bytes; it is not a zoo artifact")
         data = bytes(body)
         digest = sha256_digest(data)
         if DIGEST_RE.match(tag_or_digest) and digest != tag_or_digest:
-            raise VerificationError(f"the manifest of {shown} has sha256 {digest}; the registry returned other content than the digest names")
+            raise VerificationError(f"the manifest of {artifact_text} has sha256 {digest}; the registry returned other content than the digest names")
         announced = response.headers.get("Docker-Content-Digest", "")
         if announced.startswith("sha256:") and announced != digest:
-            raise VerificationError(f"the manifest of {shown} has sha256 {digest}, but the registry announced {announced}; the content was changed in transit or in storage")
+            raise VerificationError(f"the manifest of {artifact_text} has sha256 {digest}, but the registry announced {announced}; the content was changed in transit or in storage")
         return data, digest
 
     def resolve_tag(self, tag: str) -> tuple[bytes, str] | None:
@@ -381,9 +383,9 @@ class RemoteStore:
 
         `artifact_type` is unused: a registry reads it from the manifest itself.
         """
-        what = f"tagging {self.location}:{tag}"
-        response = self.request("PUT", self._url(f"manifests/{tag}"), what=what, headers={"Content-Type": MANIFEST_MEDIA_TYPE}, data=data)
-        self._raise_for_status(response, what, (201,))
+        operation = f"tagging {self.location}:{tag}"
+        response = self.request("PUT", self._url(f"manifests/{tag}"), operation=operation, headers={"Content-Type": MANIFEST_MEDIA_TYPE}, data=data)
+        self._raise_for_status(response, operation, (201,))
         announced = response.headers.get("Docker-Content-Digest", "")
         response.close()
         if announced.startswith("sha256:") and announced != digest:
@@ -393,12 +395,12 @@ class RemoteStore:
 
     def blob_size(self, digest: str) -> int | None:
         """Return the size of a blob in the repository, or None when the registry lacks it."""
-        what = f"checking blob {digest} in {self.location}"
-        response = self.request("HEAD", self._url(f"blobs/{digest}"), what=what)
+        operation = f"checking blob {digest} in {self.location}"
+        response = self.request("HEAD", self._url(f"blobs/{digest}"), operation=operation)
         if response.status_code == 404:
             response.close()
             return None
-        self._raise_for_status(response, what, (200,))
+        self._raise_for_status(response, operation, (200,))
         response.close()
         length = response.headers.get("Content-Length")
         return int(length) if length and length.isdigit() else None
@@ -411,65 +413,65 @@ class RemoteStore:
                 file changed after it was hashed.
             RegistryError: the upload failed.
         """
-        what = f"uploading {label} ({descriptor.digest}, {descriptor.size} bytes) to {self.location}"
+        operation = f"uploading {label} ({descriptor.digest}, {descriptor.size} bytes) to {self.location}"
         start_url = self._url("blobs/uploads/")
-        response = self.request("POST", start_url, what=what, headers={"Content-Length": "0"}, data=b"")
-        self._raise_for_status(response, what, (202,))
+        response = self.request("POST", start_url, operation=operation, headers={"Content-Length": "0"}, data=b"")
+        self._raise_for_status(response, operation, (202,))
         location = response.headers.get("Location")
         response.close()
         if not location:
-            raise RegistryError(f"{what} failed: {self.reference.registry} started an upload without a Location header")
+            raise RegistryError(f"{operation} failed: {self.reference.registry} started an upload without a Location header")
         upload_url = urljoin(start_url, location)
         upload_url += ("&" if "?" in upload_url else "?") + urlencode({"digest": descriptor.digest})
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)}
         if isinstance(source, bytes):
-            response = self.request("PUT", upload_url, what=what, headers=headers, data=source)
+            response = self.request("PUT", upload_url, operation=operation, headers=headers, data=source)
             if progress is not None:
                 progress(label, len(source), len(source))
         else:
             with source.open("rb") as file:
-                response = self.request("PUT", upload_url, what=what, headers=headers, data=_ProgressReader(file, descriptor.size, label, progress))
+                response = self.request("PUT", upload_url, operation=operation, headers=headers, data=_ProgressReader(file, descriptor.size, label, progress))
         if response.status_code == 400 and "DIGEST_INVALID" in self._error_detail(response):
-            raise VerificationError(f"{what} failed: the registry computed another digest; the file changed after it was hashed, so publish it again")
-        self._raise_for_status(response, what, (201,))
+            raise VerificationError(f"{operation} failed: the registry computed another digest; the file changed after it was hashed, so publish it again")
+        self._raise_for_status(response, operation, (201,))
         response.close()
         self.blob_bytes_sent += descriptor.size
 
     @contextlib.contextmanager
     def open_blob(self, descriptor: Descriptor, label: str) -> Iterator[Iterator[bytes]]:
         """Stream a blob's bytes as they arrive; the caller verifies them."""
-        what = f"downloading {label} ({descriptor.digest}) from {self.location}"
-        response = self.request("GET", self._url(f"blobs/{descriptor.digest}"), what=what, headers={"Accept-Encoding": "identity"}, stream=True)
-        self._raise_for_status(response, what, (200,))
+        operation = f"downloading {label} ({descriptor.digest}) from {self.location}"
+        response = self.request("GET", self._url(f"blobs/{descriptor.digest}"), operation=operation, headers={"Accept-Encoding": "identity"}, stream=True)
+        self._raise_for_status(response, operation, (200,))
         with contextlib.closing(response):
-            yield self._chunks(response, what)
+            yield self._chunks(response, operation)
 
-    def _chunks(self, response: requests.Response, what: str) -> Iterator[bytes]:
+    def _chunks(self, response: requests.Response, operation: str) -> Iterator[bytes]:
         import requests
 
         try:
             yield from response.iter_content(CHUNK_BYTES)
         except requests.exceptions.RequestException as error:
-            raise RegistryError(f"{what} failed: the connection broke ({_reason(error)}); run the command again") from None
+            raise RegistryError(f"{operation} failed: the connection broke ({_reason(error)}); run the command again") from None
 
     # -- listings -----------------------------------------------------------
 
-    def _paginate(self, url: str, key: str, what: str) -> list[str]:
+    def _paginate(self, url: str, key: str, operation: str) -> list[str]:
         items: list[str] = []
         for _ in range(MAX_LIST_PAGES):
-            response = self.request("GET", url, what=what)
-            self._raise_for_status(response, what, (200,))
+            response = self.request("GET", url, operation=operation)
+            self._raise_for_status(response, operation, (200,))
             try:
                 page = response.json().get(key) or []
             except (ValueError, AttributeError):
-                raise RegistryError(f"{what} failed: {self.reference.registry} returned no JSON object") from None
+                raise RegistryError(f"{operation} failed: {self.reference.registry} returned no JSON object") from None
             items += [item for item in page if isinstance(item, str)]
             link = _NEXT_LINK.search(response.headers.get("Link", ""))
             response.close()
             if not link:
                 return items
             url = urljoin(url, link.group(1))
-        raise RegistryError(f"{what} failed: more than {MAX_LIST_PAGES} pages")
+        raise RegistryError(f"{operation} failed: more than {MAX_LIST_PAGES} pages")
 
     def tags(self) -> list[str]:
         """Return the repository's tags, sorted.
