@@ -6,7 +6,6 @@ from typing import Any
 import pytest
 import torch
 import yaml
-
 from heads_core import build_model, validate_manifest
 
 

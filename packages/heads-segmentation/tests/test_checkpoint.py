@@ -5,8 +5,13 @@ import json
 
 import pytest
 import torch
-
-from heads_core import build_model, inspect_checkpoint, load_model, save_model, validate_manifest
+from heads_core import (
+    build_model,
+    inspect_checkpoint,
+    load_model,
+    save_model,
+    validate_manifest,
+)
 
 from .conftest import backbone, seeded_input, seg_data, small
 

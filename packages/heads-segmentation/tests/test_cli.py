@@ -16,7 +16,7 @@ from .conftest import seg_data
 
 def zoo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return subprocess.run([sys.executable, "-m", "zoo", *args], check=False, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")

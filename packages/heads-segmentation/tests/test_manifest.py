@@ -1,8 +1,14 @@
 import json
 
 import pytest
-
-from heads_core import ManifestError, canonical_json, get_plugin, load_manifest, manifest_json_schema, validate_manifest
+from heads_core import (
+    ManifestError,
+    canonical_json,
+    get_plugin,
+    load_manifest,
+    manifest_json_schema,
+    validate_manifest,
+)
 from heads_segmentation import SEGMENTATION, SegmentationManifest
 
 from .conftest import backbone, seg_data

@@ -1,9 +1,8 @@
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F  # noqa: N812
-
 from heads_segmentation.model import choose_roles, deeplabv3plus_rates
+from torch import nn
+from torch.nn import functional as F
 
 from .conftest import SMALL, backbone, build, seeded_input, small
 

@@ -5,8 +5,12 @@ import os
 import pytest
 import torch
 import torchvision.models as tv_models
-
-from heads_core import WeightsNotFoundError, adapt_input_conv, build_model, validate_manifest
+from heads_core import (
+    WeightsNotFoundError,
+    adapt_input_conv,
+    build_model,
+    validate_manifest,
+)
 
 from .conftest import backbone, seeded_input, seg_data
 

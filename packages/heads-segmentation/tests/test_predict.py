@@ -3,9 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from heads_segmentation import (
+    SEGMENTATION,
+    class_colors,
+    decode_mask,
+    encode_mask,
+    overlay_mask,
+)
 from PIL import Image
-
-from heads_segmentation import SEGMENTATION, class_colors, decode_mask, encode_mask, overlay_mask
 
 from .conftest import small
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from heads_core import build_model, load_manifest, load_model, save_model
 
 MANIFESTS = sorted((Path(__file__).resolve().parents[3] / "zoo-manifests" / "segmentation").glob("*.yaml"))

@@ -28,9 +28,19 @@ from typing import Literal
 
 import torch
 from heads_core import create_feature_backbone, read_state_dict, replace_first_conv
-from heads_core._backbones import FeatureBackbone, TimmTrunk, _create_timm, _torchvision_weights
+from heads_core._backbones import (
+    FeatureBackbone,
+    TimmTrunk,
+    _create_timm,
+    _torchvision_weights,
+)
 from heads_core._meta import meta_forward, parameters_on_meta
-from heads_core._weights import is_weight_file, key_mismatch_message, strip_known_prefix, torchvision_cache_file
+from heads_core._weights import (
+    is_weight_file,
+    key_mismatch_message,
+    strip_known_prefix,
+    torchvision_cache_file,
+)
 from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import torch
 from heads_core import WeightsNotFoundError, adapt_input_conv, read_state_dict
-from heads_core._weights import is_weight_file, key_mismatch_message, strip_known_prefix, torchvision_cache_file
+from heads_core._weights import (
+    is_weight_file,
+    key_mismatch_message,
+    strip_known_prefix,
+    torchvision_cache_file,
+)
 from torch import Tensor
 
 from .manifest import SegmentationManifest, torchvision_builder

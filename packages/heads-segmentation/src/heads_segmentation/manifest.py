@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from heads_core.manifest import BackboneSpec, Label, ManifestBase, _check_names, default_preprocess
+from heads_core.manifest import (
+    BackboneSpec,
+    Label,
+    ManifestBase,
+    _check_names,
+    default_preprocess,
+)
 from pydantic import Field, StringConstraints, model_validator
 
 from ._backbones import StrideUnavailableError, backbone_kind, default_stride, layout_at

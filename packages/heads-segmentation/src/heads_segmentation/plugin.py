@@ -10,7 +10,7 @@ from heads_core import BuildResult, TaskPlugin
 from heads_core._weights import is_weight_file
 from heads_core.preprocessing import image_to_tensor
 from torch import Tensor, nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 from ._backbones import build_levels
 from ._weights import load_model_weights, read_model_weights, resolve_file
