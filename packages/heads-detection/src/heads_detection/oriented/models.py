@@ -1,9 +1,10 @@
 """Oriented FCOS and oriented RetinaNet: torchvision's detectors with an angle per box.
 
 Both models take a list of (C, H, W) images with values in [0, 1], of any
-sizes, like torchvision's detectors. torchvision's `GeneralizedRCNNTransform`
-normalises and resizes them, so the shorter side becomes `min_size` unless the
-longer side would exceed `max_size`.
+sizes, like torchvision's detectors. `OrientedTransform` normalises them and
+resizes them with one scale factor for both axes: the shorter side becomes
+`min_size` unless the longer side would exceed `max_size`, or, with
+`fixed_size`, the image is fitted into that size and padded.
 
 Training mode takes targets, one dict per image, and returns the losses:
     boxes:  float (K, 5) rotated boxes (cx, cy, w, h, angle) in pixels of the
@@ -26,14 +27,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
+from ..models import check_images
 from .geometry import BoxCodingStyle, box_frame_offsets, decode_boxes, encode_boxes, enclosing_boxes, normalize_boxes
 from .head import OrientedFCOSHead, OrientedRetinaNetHead
 from .iou import batched_rotated_nms
 from .loss import kld_box_loss
-from .pyramid import PyramidBackbone
+from .transform import OrientedTransform, scale_boxes
 
 __all__ = ["OrientedDetector", "OrientedFCOS", "OrientedRetinaNet"]
 
@@ -41,14 +42,17 @@ __all__ = ["OrientedDetector", "OrientedFCOS", "OrientedRetinaNet"]
 class OrientedDetector(nn.Module):
     """What oriented FCOS and RetinaNet share: input checks, resizing, anchors and post-processing.
 
-    Subclasses set `box_coding`, build `head`, and implement `match`, `compute_loss` and `level_scores`.
+    `backbone` returns one map per pyramid level, finest first, as a list or
+    an ordered dict, each with `backbone.out_channels` channels; `strides`
+    are the levels' measured strides. Subclasses set `box_coding`, build
+    `head`, and implement `match`, `compute_loss` and `level_scores`.
     """
 
     box_coding: BoxCodingStyle
 
     def __init__(
         self,
-        backbone: PyramidBackbone,
+        backbone: nn.Module,
         head: nn.Module,
         anchor_generator: AnchorGenerator,
         *,
@@ -56,6 +60,7 @@ class OrientedDetector(nn.Module):
         in_chans: int,
         min_size: int,
         max_size: int,
+        fixed_size: tuple[int, int] | None,
         image_mean: Sequence[float],
         image_std: Sequence[float],
         score_threshold: float,
@@ -72,7 +77,7 @@ class OrientedDetector(nn.Module):
         self.backbone = backbone
         self.head = head
         self.anchor_generator = anchor_generator
-        self.transform = GeneralizedRCNNTransform(min_size, max_size, list(image_mean), list(image_std))
+        self.transform = OrientedTransform(min_size, max_size, image_mean, image_std, fixed_size)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.score_threshold = score_threshold
@@ -81,16 +86,6 @@ class OrientedDetector(nn.Module):
         self.candidates_per_level = candidates_per_level
 
     # --- input checks ---------------------------------------------------
-
-    def _check_images(self, images: list[Tensor]) -> None:
-        if isinstance(images, Tensor) or not isinstance(images, (list, tuple)) or not images:
-            raise ValueError("images must be a non-empty list of (C, H, W) tensors, one per image")
-        for index, image in enumerate(images):
-            if image.dim() != 3 or image.shape[0] != self.in_chans:
-                raise ValueError(
-                    f"image {index} has shape {tuple(image.shape)}, but the model takes ({self.in_chans}, H, W) "
-                    f"images (backbone.in_chans is {self.in_chans}); convert the image to {self.in_chans} channels"
-                )
 
     def _checked_target(self, target: dict[str, Tensor], index: int) -> tuple[Tensor, Tensor]:
         if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
@@ -128,9 +123,10 @@ class OrientedDetector(nn.Module):
 
     def run_head(self, images: list[Tensor]) -> tuple[dict[str, list[Tensor]], list[list[Tensor]], list[tuple[int, int]]]:
         """Return the raw head outputs, the anchors per image and level, and the resized image sizes."""
-        self._check_images(images)
-        image_list, _ = self.transform(list(images))
+        image_list = self.transform(check_images(images, self.in_chans))
         features = self.backbone(image_list.tensors)
+        if isinstance(features, dict):
+            features = list(features.values())
         outputs = self.head(features)
         anchors = self.anchor_generator(image_list, features)
         counts = [level.shape[1] for level in outputs["cls_logits"]]
@@ -140,6 +136,7 @@ class OrientedDetector(nn.Module):
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        images = check_images(images, self.in_chans)
         checked: list[tuple[Tensor, Tensor]] = []
         if self.training:
             if targets is None:
@@ -150,11 +147,11 @@ class OrientedDetector(nn.Module):
         original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
         outputs, anchors, sizes = self.run_head(images)
         if self.training:
-            scaled = [(_scale_boxes(boxes, old, new), labels) for (boxes, labels), old, new in zip(checked, original_sizes, sizes)]
+            scaled = [(scale_boxes(boxes, old, new), labels) for (boxes, labels), old, new in zip(checked, original_sizes, sizes)]
             return self.compute_loss(outputs, anchors, scaled)
         detections = self.postprocess(outputs, anchors)
         for detection, old, new in zip(detections, original_sizes, sizes):
-            detection["boxes"] = _scale_boxes(detection["boxes"], new, old)
+            detection["boxes"] = scale_boxes(detection["boxes"], new, old)
         return detections
 
     # --- subclass hooks ---------------------------------------------------
@@ -191,19 +188,6 @@ class OrientedDetector(nn.Module):
         return detections
 
 
-def _scale_boxes(boxes: Tensor, old_size: tuple[int, int], new_size: tuple[int, int]) -> Tensor:
-    """Map rotated boxes from an image of `old_size` (H, W) to the same image resized to `new_size`.
-
-    The resize keeps the aspect ratio up to rounding of the sides, so the sides
-    scale by the geometric mean of the two ratios and the angle stays.
-    """
-    ratio_y = new_size[0] / old_size[0]
-    ratio_x = new_size[1] / old_size[1]
-    side = math.sqrt(ratio_x * ratio_y)
-    factors = boxes.new_tensor([ratio_x, ratio_y, side, side, 1.0])
-    return boxes * factors
-
-
 def _cat_levels(levels: list[Tensor]) -> Tensor:
     return torch.cat(levels, dim=1)
 
@@ -227,7 +211,8 @@ class OrientedFCOS(OrientedDetector):
 
     def __init__(
         self,
-        backbone: PyramidBackbone,
+        backbone: nn.Module,
+        strides: Sequence[int],
         *,
         num_classes: int,
         head_convs: int = 4,
@@ -239,7 +224,7 @@ class OrientedFCOS(OrientedDetector):
                 f"FCOS heads use GroupNorm with 32 groups, so the pyramid channels must be a multiple of 32, "
                 f"got {backbone.out_channels}"
             )
-        anchor_generator = AnchorGenerator(tuple((s,) for s in backbone.strides), ((1.0,),) * len(backbone.strides))
+        anchor_generator = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
         head = OrientedFCOSHead(backbone.out_channels, num_classes, head_convs)
         super().__init__(backbone, head, anchor_generator, num_classes=num_classes, **options)  # type: ignore[arg-type]
         self.center_sampling_radius = center_sampling_radius
@@ -324,7 +309,8 @@ class OrientedRetinaNet(OrientedDetector):
 
     def __init__(
         self,
-        backbone: PyramidBackbone,
+        backbone: nn.Module,
+        strides: Sequence[int],
         *,
         num_classes: int,
         anchor_scale: float = 4.0,
@@ -336,7 +322,7 @@ class OrientedRetinaNet(OrientedDetector):
                 f"of 32, got {backbone.out_channels}"
             )
         sizes = tuple(
-            tuple(anchor_scale * stride * 2 ** (octave / 3) for octave in range(3)) for stride in backbone.strides
+            tuple(anchor_scale * stride * 2 ** (octave / 3) for octave in range(3)) for stride in strides
         )
         anchor_generator = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
         num_anchors = anchor_generator.num_anchors_per_location()[0]

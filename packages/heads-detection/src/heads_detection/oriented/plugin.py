@@ -6,54 +6,59 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from heads_core.manifest import MAX_CLASSES, MAX_INPUT_SIDE, Label, ManifestBase
+from heads_core.manifest import MAX_CLASSES, MAX_INPUT_SIDE, Label, ManifestBase, default_preprocess
 from heads_core.plugins import BuildResult, TaskPlugin
 from pydantic import Field, model_validator
 
+from ..manifest import DetectionBackboneSpec, DetectionPreprocess, fixed_input_size, is_weight_file
 from .geometry import BOX_FORMAT
 
 if TYPE_CHECKING:
     from PIL import Image
     from torch import Tensor, nn
 
-__all__ = ["ORIENTED_DETECTION", "OrientedDetectionManifest", "OrientedDetectionPlugin"]
+__all__ = ["ORIENTED_DETECTION", "OrientedDetectionManifest", "OrientedDetectionPlugin", "build_oriented_detector"]
 
-ARCHITECTURES = ("fcos", "retinanet")
 BOX_CONVENTION = (
     "(cx, cy, w, h, angle): centre, width and height in pixels of the input image; angle in radians "
     "in [-pi/2, pi/2); w >= h; a positive angle turns the width axis clockwise on screen from the +x axis "
     "(image y points down)"
 )
+DEFAULT_MIN_SIZE = 800
+DEFAULT_MAX_SIZE = 1333
 
 # Options that only one architecture reads, with the value used when the manifest leaves them out.
 _FCOS_DEFAULTS = {"head_convs": 4, "center_sampling_radius": 1.5}
 _RETINANET_DEFAULTS = {"anchor_scale": 4.0}
+
+Side = Annotated[int, Field(ge=32, le=MAX_INPUT_SIDE)]
 
 
 class OrientedDetectionManifest(ManifestBase):
     """Rotated-box detection with an oriented FCOS or RetinaNet on a feature pyramid.
 
     `num_classes` counts object classes without background, and predicted
-    label ids run from 1 to num_classes. `preprocess.mean` and `preprocess.std`
-    normalise the image inside the model. `preprocess.input_size` and
-    `preprocess.resize` are not used: the model resizes each image so that its
-    shorter side is `min_size`, unless its longer side would exceed `max_size`.
+    label ids run from 1 to num_classes. The backbone section takes the
+    detection options (`levels`, `trainable_layers`, `frozen_batchnorm`);
+    without `levels`, the pyramid is built on the levels with stride 8 or
+    more, and P6 and P7 are added as in torchvision's RetinaNet and FCOS.
+    `preprocess` holds the mean and standard deviation the model normalises
+    0..1 images with. The model resizes each image with one factor for both
+    axes: the shorter side becomes `min_size` unless the longer side would
+    exceed `max_size`, or, with `fixed_size` (height, width), the image is
+    fitted into that size and padded. Backbones that accept one input size
+    only (ViT, Swin) get it as `fixed_size`.
     """
 
     task: Literal["oriented_detection"]
     architecture: Literal["fcos", "retinanet"] = "fcos"
+    backbone: DetectionBackboneSpec
     num_classes: Annotated[int, Field(ge=1, le=MAX_CLASSES)]
     class_names: list[Label] | None = Field(default=None, max_length=MAX_CLASSES)
-    backbone_levels: list[Annotated[int, Field(ge=0, le=16)]] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=8,
-        description="backbone levels fed to the pyramid, 0 being the finest; None takes the coarsest three with stride 8 or more",
-    )
     fpn_channels: Annotated[int, Field(ge=32, le=1024, multiple_of=32)] = 256
-    extra_levels: Literal[0, 2] = 2
-    min_size: Annotated[int, Field(ge=8, le=MAX_INPUT_SIDE)] = 800
-    max_size: Annotated[int, Field(ge=8, le=MAX_INPUT_SIDE)] = 1333
+    min_size: Side | None = None
+    max_size: Side | None = None
+    fixed_size: tuple[Side, Side] | None = None
     score_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     nms_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     detections_per_image: Annotated[int, Field(ge=1, le=10_000)] = 100
@@ -67,27 +72,86 @@ class OrientedDetectionManifest(ManifestBase):
     anchor_scale: Annotated[float, Field(gt=0.0, le=64.0)] | None = Field(
         default=None, description="RetinaNet only: the smallest anchor side of a level in strides; None means 4"
     )
+    preprocess: DetectionPreprocess | None = None  # type: ignore[assignment]
+
+    # Replaces ManifestBase._fill_preprocess (same name), whose crop-and-resize
+    # preprocessing does not apply to detectors.
+    @model_validator(mode="after")
+    def _fill_preprocess(self) -> OrientedDetectionManifest:
+        if self.preprocess is None:
+            statistics = default_preprocess(self.backbone)
+            object.__setattr__(self, "preprocess", DetectionPreprocess(mean=statistics.mean, std=statistics.std))
+        assert self.preprocess is not None
+        if len(self.preprocess.mean) != self.backbone.in_chans:
+            raise ValueError(
+                f"preprocess.mean and preprocess.std have {len(self.preprocess.mean)} values but "
+                f"backbone.in_chans is {self.backbone.in_chans}; give one value per input channel"
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> OrientedDetectionManifest:
-        from heads_core.manifest import _check_names
+        self._check_names()
+        self._check_architecture_options()
+        self._fill_sizes()
+        if self.backbone.frozen_batchnorm is None:
+            object.__setattr__(self.backbone, "frozen_batchnorm", self.backbone.weights is not None)
+        return self
 
-        _check_names(self.class_names, self.num_classes, "class_names", "num_classes")
-        if self.min_size > self.max_size:
-            raise ValueError(f"min_size ({self.min_size}) must not exceed max_size ({self.max_size})")
-        if self.backbone_levels is not None and list(self.backbone_levels) != sorted(set(self.backbone_levels)):
+    def _check_names(self) -> None:
+        names = self.class_names
+        if names is None:
+            return
+        if len(names) != self.num_classes:
             raise ValueError(
-                f"backbone_levels must be strictly increasing, finest first, got {list(self.backbone_levels)}"
+                f"class_names has {len(names)} entries but num_classes is {self.num_classes}; give one name per "
+                "object class, without a background entry"
             )
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"class_names repeats {', '.join(map(repr, duplicates))}; names must be unique")
+
+    def _check_architecture_options(self) -> None:
+        other = "retinanet" if self.architecture == "fcos" else "fcos"
         foreign = _RETINANET_DEFAULTS if self.architecture == "fcos" else _FCOS_DEFAULTS
         for option in foreign:
             if getattr(self, option) is not None:
-                other = "retinanet" if self.architecture == "fcos" else "fcos"
                 raise ValueError(
                     f"{option} applies to architecture {other} only, but architecture is {self.architecture}; "
                     f"remove {option} or set architecture: {other}"
                 )
-        return self
+
+    def _fill_sizes(self) -> None:
+        needed = fixed_input_size(self.backbone.source, self.backbone.name)
+        if self.fixed_size is not None:
+            if self.min_size is not None or self.max_size is not None:
+                raise ValueError(
+                    "fixed_size fits every image into one size, while min_size and max_size set the size from each "
+                    "image's own; give fixed_size or min_size and max_size, not both"
+                )
+            if needed is not None and tuple(self.fixed_size) != needed:
+                raise ValueError(
+                    f"fixed_size {list(self.fixed_size)} differs from the only input size backbone "
+                    f"{self.backbone.name} accepts, {list(needed)}; set fixed_size: {list(needed)}"
+                )
+            return
+        if needed is not None:
+            if self.min_size is not None or self.max_size is not None:
+                raise ValueError(
+                    f"min_size and max_size do not apply because backbone {self.backbone.name} accepts only "
+                    f"{needed[0]}x{needed[1]} inputs; remove them, or set fixed_size: [{needed[0]}, {needed[1]}]"
+                )
+            object.__setattr__(self, "fixed_size", needed)
+            return
+        min_size = self.min_size if self.min_size is not None else min(DEFAULT_MIN_SIZE, self.max_size or DEFAULT_MIN_SIZE)
+        max_size = self.max_size if self.max_size is not None else max(DEFAULT_MAX_SIZE, min_size)
+        if min_size > max_size:
+            raise ValueError(
+                f"min_size {min_size} is larger than max_size {max_size}; the shorter side is scaled to min_size "
+                "unless the longer side would exceed max_size, so make min_size <= max_size"
+            )
+        object.__setattr__(self, "min_size", min_size)
+        object.__setattr__(self, "max_size", max_size)
 
     def option(self, name: str) -> Any:
         """Return an architecture option, or its default when the manifest leaves it out."""
@@ -97,39 +161,40 @@ class OrientedDetectionManifest(ManifestBase):
         return {**_FCOS_DEFAULTS, **_RETINANET_DEFAULTS}[name]
 
     def names(self) -> list[str]:
-        """Return the class names, by class id from 1; `class_<id>` where the manifest gives none."""
+        """Return the class names by class id from 1, with `class_<id>` where the manifest gives none."""
         return list(self.class_names) if self.class_names else [f"class_{i}" for i in range(1, self.num_classes + 1)]
 
 
-def _resolve_weights(weights: str | None, weights_dir: Path | None) -> str | None:
-    from heads_core._weights import is_weight_file
+def build_oriented_detector(manifest: OrientedDetectionManifest, backbone_weights: str | None) -> nn.Module:
+    """Construct the oriented detector a manifest describes, loading `backbone_weights` when given.
 
-    if weights is None or not is_weight_file(weights) or weights_dir is None or Path(weights).is_absolute():
-        return weights
-    return str((weights_dir / weights).resolve())
-
-
-def build_detector(manifest: OrientedDetectionManifest, backbone_weights: str | None) -> nn.Module:
-    """Construct the oriented detector a manifest describes, with the given backbone weights."""
+    Construction reads no other weights and sets no parameter from data, so
+    `heads_core.load_model` can run it with parameters on the meta device.
+    """
+    from ..freezing import set_frozen_batchnorm_eps
+    from ..pyramid import MEASURE_SIZE, build_fpn_backbone
     from .models import OrientedFCOS, OrientedRetinaNet
-    from .pyramid import create_pyramid_backbone
 
     spec = manifest.backbone
-    pyramid = create_pyramid_backbone(
-        spec.source,
-        spec.name,
+    measure_size = tuple(manifest.fixed_size) if manifest.fixed_size is not None else MEASURE_SIZE
+    backbone, layout = build_fpn_backbone(
+        spec,
         weights=backbone_weights,
-        in_chans=spec.in_chans,
-        levels=manifest.backbone_levels,
+        pretrained=spec.weights is not None,
+        extra="p6p7",
+        min_stride=8,
+        measure_size=measure_size,
         out_channels=manifest.fpn_channels,
-        extra_levels=manifest.extra_levels,
     )
+    if spec.frozen_batchnorm_eps is not None:
+        set_frozen_batchnorm_eps(backbone, spec.frozen_batchnorm_eps)
     assert manifest.preprocess is not None
     options: dict[str, Any] = {
         "num_classes": manifest.num_classes,
         "in_chans": spec.in_chans,
-        "min_size": manifest.min_size,
-        "max_size": manifest.max_size,
+        "min_size": manifest.min_size or 0,
+        "max_size": manifest.max_size or 0,
+        "fixed_size": tuple(manifest.fixed_size) if manifest.fixed_size is not None else None,
         "image_mean": manifest.preprocess.mean,
         "image_std": manifest.preprocess.std,
         "score_threshold": manifest.score_threshold,
@@ -139,38 +204,35 @@ def build_detector(manifest: OrientedDetectionManifest, backbone_weights: str | 
     }
     if manifest.architecture == "fcos":
         return OrientedFCOS(
-            pyramid,
+            backbone,
+            layout.strides,
             head_convs=manifest.option("head_convs"),
             center_sampling_radius=manifest.option("center_sampling_radius"),
             **options,
         )
-    return OrientedRetinaNet(pyramid, anchor_scale=manifest.option("anchor_scale"), **options)
-
-
-# Outline colours of class ids 1, 2, ...; ids past the end reuse the list.
-_PALETTE = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-)
+    return OrientedRetinaNet(backbone, layout.strides, anchor_scale=manifest.option("anchor_scale"), **options)
 
 
 class OrientedDetectionPlugin(TaskPlugin):
-    """Build, run and draw oriented detectors."""
+    """Builds, describes, runs and draws oriented detectors.
+
+    Models take a list of (in_chans, H, W) float images with values in 0..1
+    and normalise and resize them internally.
+    """
 
     task = "oriented_detection"
     manifest_type = OrientedDetectionManifest
 
     def build(self, manifest: OrientedDetectionManifest, *, weights_dir: Path | None, load_weights: bool) -> BuildResult:
-        weights = _resolve_weights(manifest.backbone.weights, weights_dir) if load_weights else None
-        return BuildResult(build_detector(manifest, weights))
+        from ..weights import resolve_weights_path
+
+        weights = manifest.backbone.weights if load_weights else None
+        if weights is not None and is_weight_file(weights):
+            weights = resolve_weights_path(weights, weights_dir)
+        return BuildResult(build_oriented_detector(manifest, weights))
 
     def describe_outputs(self, manifest: OrientedDetectionManifest) -> dict[str, Any]:
+        assert manifest.preprocess is not None
         score = (
             "sqrt(sigmoid(class logit) * sigmoid(centerness logit))"
             if manifest.architecture == "fcos"
@@ -179,20 +241,31 @@ class OrientedDetectionPlugin(TaskPlugin):
         return {
             "kind": "oriented_boxes",
             "architecture": manifest.architecture,
-            "input": "list of (C, H, W) float images in [0, 1], any size; the model normalises and resizes them",
-            "fields": {"boxes": ["K", 5], "scores": ["K"], "labels": ["K"]},
+            "input": {
+                "images": "list of (C, H, W) float tensors with values in 0..1",
+                "channels": manifest.backbone.in_chans,
+                "mean": list(manifest.preprocess.mean),
+                "std": list(manifest.preprocess.std),
+                "min_size": manifest.min_size,
+                "max_size": manifest.max_size,
+                "fixed_size": list(manifest.fixed_size) if manifest.fixed_size else None,
+                "resize": "one scale factor for both axes; with fixed_size the image is fitted and padded",
+            },
+            "eval": "list of dicts per image: boxes, labels, scores",
+            "train": "dict of losses for images and targets with boxes (K, 5) and labels (K,)",
             "box_format": BOX_FORMAT,
-            "box_convention": BOX_CONVENTION,
-            "label_ids": [1, manifest.num_classes],
-            "background_id": None,
-            "class_names": manifest.names(),
-            "score": score,
+            "boxes": "(N, 5) float " + BOX_CONVENTION,
+            "labels": "(N,) int64 class ids; num_classes excludes background",
+            "label_range": [1, manifest.num_classes],
+            "background_label": None,
+            "scores": f"(N,) float in 0..1, highest first: {score}",
             "score_threshold": manifest.score_threshold,
-            "nms_threshold": manifest.nms_threshold,
+            "nms": f"rotated IoU above {manifest.nms_threshold} within a class",
+            "class_names": {str(i): name for i, name in enumerate(manifest.names(), start=1)},
         }
 
     def prepare_image(self, image: Image.Image, manifest: OrientedDetectionManifest) -> Tensor:
-        """Convert the image to a (C, H, W) tensor in [0, 1] at its own size; the model does the rest."""
+        """Convert the image to a (C, H, W) tensor in 0..1 at its own size; the model does the rest."""
         from heads_core.preprocessing import image_to_tensor
 
         return image_to_tensor(image, manifest.backbone.in_chans)
@@ -200,7 +273,7 @@ class OrientedDetectionPlugin(TaskPlugin):
     def predict(
         self, model: nn.Module, images: list[Tensor], manifest: OrientedDetectionManifest, top_k: int = 5
     ) -> list[dict[str, Any]]:
-        """Return every detection of each image; `top_k` is not used, the manifest's thresholds apply."""
+        """Detect rotated objects; `top_k` is unused because the manifest's score threshold picks detections."""
         import torch
 
         from .geometry import boxes_to_polygons
@@ -210,20 +283,23 @@ class OrientedDetectionPlugin(TaskPlugin):
             outputs = model(list(images))
         names = manifest.names()
         results = []
-        for output in outputs:
+        for output, image in zip(outputs, images):
             polygons = boxes_to_polygons(output["boxes"])
-            detections = [
-                {
-                    "class_id": int(label),
-                    "class_name": names[int(label) - 1],
-                    "score": float(score),
-                    "box": [float(v) for v in box],
-                    "angle_degrees": math.degrees(float(box[4])),
-                    "polygon": [[float(x), float(y)] for x, y in polygon],
-                }
-                for box, score, label, polygon in zip(output["boxes"], output["scores"], output["labels"], polygons)
-            ]
-            results.append({"box_format": BOX_FORMAT, "detections": detections})
+            detections = []
+            for box, score, label, polygon in zip(output["boxes"], output["scores"], output["labels"], polygons):
+                detections.append(
+                    {
+                        "class_id": int(label),
+                        "class_name": names[int(label) - 1],
+                        "score": round(float(score), 6),
+                        "box": [round(float(v), 2) for v in box[:4]] + [round(float(box[4]), 6)],
+                        "angle_degrees": round(math.degrees(float(box[4])), 3),
+                        "polygon": [[round(float(x), 2), round(float(y), 2)] for x, y in polygon],
+                    }
+                )
+            results.append(
+                {"image_size": [int(image.shape[-2]), int(image.shape[-1])], "box_format": BOX_FORMAT, "detections": detections}
+            )
         return results
 
     def format_prediction(self, prediction: dict[str, Any], manifest: OrientedDetectionManifest) -> list[str]:
@@ -234,27 +310,15 @@ class OrientedDetectionPlugin(TaskPlugin):
         for row in detections:
             cx, cy, w, h, _ = row["box"]
             lines.append(
-                f"{row['score']:6.1%}  {row['class_name']} (id {row['class_id']})  "
+                f"{row['score']:7.2%}  {row['class_name']} (id {row['class_id']})  "
                 f"centre ({cx:.1f}, {cy:.1f})  size {w:.1f} x {h:.1f}  angle {row['angle_degrees']:+.1f} deg"
             )
         return lines
 
     def draw(self, image: Image.Image, prediction: dict[str, Any], manifest: OrientedDetectionManifest) -> Image.Image:
-        """Return an RGB copy of `image` with each rotated box outlined and labelled with its class and score."""
-        from PIL import ImageDraw
+        from .drawing import draw_rotated_detections
 
-        canvas = image.convert("RGB")
-        pen = ImageDraw.Draw(canvas)
-        width = max(1, round(min(canvas.size) / 200))
-        for row in sorted(prediction["detections"], key=lambda r: r["score"]):
-            colour = _PALETTE[(row["class_id"] - 1) % len(_PALETTE)]
-            corners = [tuple(point) for point in row["polygon"]]
-            pen.line([*corners, corners[0]], fill=colour, width=width)
-            # The first edge runs along the width axis; a thicker line marks it.
-            pen.line(corners[:2], fill=colour, width=width * 2)
-            top = min(corners, key=lambda p: p[1])
-            pen.text((top[0], max(0.0, top[1] - 11)), f"{row['class_name']} {row['score']:.2f}", fill=colour)
-        return canvas
+        return draw_rotated_detections(image, prediction["detections"])
 
 
 ORIENTED_DETECTION = OrientedDetectionPlugin()

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from .geometry import box_frame_offsets, enclosing_boxes
-from .iou import pairwise_rotated_iou
 
 __all__ = ["CLASS_COLOURS", "SyntheticRectangles"]
 
@@ -74,18 +73,35 @@ class SyntheticRectangles:
 
     def sample(self, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         """Draw one image (3, size, size) in [0, 1] and its target dict of "boxes" (K, 5) and "labels" (K,)."""
+        size = self.image_size
         count = int(torch.randint(self.min_objects, self.max_objects + 1, (1,), generator=generator))
+        base = torch.rand(3, 1, 1, generator=generator) * 0.4
+        image = (base + self.noise * torch.randn(3, size, size, generator=generator)).clamp(0, 1)
+        occupied = torch.zeros(size, size, dtype=torch.bool)
         boxes: list[Tensor] = []
+        labels: list[int] = []
         for _ in range(count * _MAX_PLACEMENT_TRIES):
             if len(boxes) == count:
                 break
             box = self._random_box(generator)
-            if self._fits(box, boxes):
-                boxes.append(box)
+            extent = enclosing_boxes(box)
+            if extent[:2].min() < 1 or extent[2:].max() > size - 1:
+                continue
+            region, coverage = self._coverage(box, extent)
+            # A one-pixel gap keeps rectangles from touching.
+            grown = torch.nn.functional.max_pool2d(occupied[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+            if (grown[region] & (coverage > 0)).any():
+                continue
+            label = int(torch.randint(1, self.num_classes + 1, (1,), generator=generator))
+            colour = torch.tensor(CLASS_COLOURS[(label - 1) % len(CLASS_COLOURS)])
+            colour = (colour + 0.1 * (torch.rand(3, generator=generator) - 0.5)).clamp(0, 1)
+            patch = image[(slice(None), *region)]
+            image[(slice(None), *region)] = patch * (1 - coverage) + colour[:, None, None] * coverage
+            occupied[region] |= coverage > 0
+            boxes.append(box)
+            labels.append(label)
         box_tensor = torch.stack(boxes) if boxes else torch.zeros(0, 5)
-        labels = torch.randint(1, self.num_classes + 1, (box_tensor.shape[0],), generator=generator)
-        image = self._render(box_tensor, labels, generator)
-        return image, {"boxes": box_tensor, "labels": labels}
+        return image, {"boxes": box_tensor, "labels": torch.tensor(labels, dtype=torch.int64)}
 
     def dataset(self, count: int, seed: int) -> list[tuple[Tensor, dict[str, Tensor]]]:
         """Draw `count` images with a generator seeded by `seed`; the same seed gives the same images."""
@@ -102,28 +118,17 @@ class SyntheticRectangles:
         cy = margin + u[4] * (self.image_size - 2 * margin)
         return torch.stack((cx, cy, long_side, long_side / aspect, angle)).float()
 
-    def _fits(self, box: Tensor, placed: list[Tensor]) -> bool:
-        extent = enclosing_boxes(box)
-        if extent[:2].min() < 1 or extent[2:].max() > self.image_size - 1:
-            return False
-        if not placed:
-            return True
-        return bool((pairwise_rotated_iou(box[None], torch.stack(placed)) == 0).all())
-
-    def _render(self, boxes: Tensor, labels: Tensor, generator: torch.Generator) -> Tensor:
-        size = self.image_size
-        base = torch.rand(3, 1, 1, generator=generator) * 0.4
-        image = (base + self.noise * torch.randn(3, size, size, generator=generator)).clamp(0, 1)
+    def _coverage(self, box: Tensor, extent: Tensor) -> tuple[tuple[slice, slice], Tensor]:
+        """Return the pixel rows and columns around `box` and the fraction of each pixel the box covers."""
+        top, left = int(extent[1].floor()), int(extent[0].floor())
+        bottom, right = int(extent[3].ceil()) + 1, int(extent[2].ceil()) + 1
         step = 1.0 / _SUBSAMPLES
         offsets = torch.arange(_SUBSAMPLES) * step + step / 2
-        coords = (torch.arange(size)[:, None] + offsets[None, :]).reshape(-1)
-        ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+        rows = (torch.arange(top, bottom)[:, None] + offsets[None, :]).reshape(-1)
+        columns = (torch.arange(left, right)[:, None] + offsets[None, :]).reshape(-1)
+        ys, xs = torch.meshgrid(rows, columns, indexing="ij")
         points = torch.stack((xs, ys), dim=-1)
-        for box, label in zip(boxes, labels):
-            u, v = box_frame_offsets(points, box.expand(points.shape[:-1] + (5,))).unbind(-1)
-            inside = ((u.abs() <= box[2] / 2) & (v.abs() <= box[3] / 2)).float()
-            coverage = inside.reshape(size, _SUBSAMPLES, size, _SUBSAMPLES).mean(dim=(1, 3))
-            colour = torch.tensor(CLASS_COLOURS[(int(label) - 1) % len(CLASS_COLOURS)])
-            colour = (colour + 0.1 * (torch.rand(3, generator=generator) - 0.5)).clamp(0, 1)
-            image = image * (1 - coverage) + colour[:, None, None] * coverage
-        return image
+        u, v = box_frame_offsets(points, box.expand(points.shape[:-1] + (5,))).unbind(-1)
+        inside = ((u.abs() <= box[2] / 2) & (v.abs() <= box[3] / 2)).float()
+        coverage = inside.reshape(bottom - top, _SUBSAMPLES, right - left, _SUBSAMPLES).mean(dim=(1, 3))
+        return (slice(top, bottom), slice(left, right)), coverage
