@@ -80,7 +80,8 @@ class RegistryServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited with status {self.process.returncode}; see {self.log}")
             try:
-                urllib.request.urlopen(f"http://{self.address}/v2/", timeout=1).close()
+                # An empty ProxyHandler keeps proxy settings from the environment away from loopback.
+                urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"http://{self.address}/v2/", timeout=1).close()
                 return
             except urllib.error.HTTPError as error:
                 if error.code == 401:

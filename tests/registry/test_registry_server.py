@@ -206,7 +206,7 @@ def test_cli_publish_pull_list_inspect(registry_server, checkpoint, tmp_path):
     assert pulled.returncode == 0, pulled.stderr
     assert (tmp_path / pulled.stdout.strip()).read_bytes() == source.read_bytes()
 
-    listed = zoo_command("list", registry_server.url("tiny"), cwd=tmp_path)
+    listed = zoo_command("list", registry_server.url("tiny"), "--insecure", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "1.0.0" in listed.stdout
     assert digest_reference.partition("@")[2] in listed.stdout

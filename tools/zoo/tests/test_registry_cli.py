@@ -48,6 +48,15 @@ def test_publish_list_inspect_pull(checkpoint, tmp_path):
     assert pulled.stdout.strip() == str(Path("pulled") / source.name)
     assert (tmp_path / "pulled" / source.name).read_bytes() == source.read_bytes()
 
+    by_path = zoo("inspect", f"{layout}:1.0.0", cwd=tmp_path)
+    assert by_path.returncode == 0, by_path.stderr
+    assert f"oci-layout:{layout}:1.0.0" in by_path.stdout
+    assert "zoo.task" in by_path.stdout
+
+    layout_tags = zoo("list", str(layout), cwd=tmp_path)
+    assert layout_tags.returncode == 0, layout_tags.stderr
+    assert "1.0.0" in layout_tags.stdout
+
     checkpoints = zoo("list", "pulled", cwd=tmp_path)
     assert checkpoints.returncode == 0, checkpoints.stderr
     assert source.name in checkpoints.stdout
@@ -86,7 +95,7 @@ def test_bad_references_exit_codes(tmp_path):
         assert "Traceback" not in completed.stderr
 
 
-def test_interrupted_layout_publish_leaves_tag_and_no_partial_file(checkpoint, tmp_path):
+def test_interrupted_layout_publish_is_clean(checkpoint, tmp_path):
     source = checkpoint()
     layout = tmp_path / "layout"
 

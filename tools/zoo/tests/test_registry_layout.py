@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,9 @@ def test_publish_default_registry_then_pull(checkpoint, tmp_path):
     by_tag = pull("tiny:1.0.0", tmp_path / "by-tag")
     assert by_tag.path == tmp_path / "by-tag" / source.name
     assert by_tag.path.read_bytes() == source.read_bytes()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(by_tag.path.stat().st_mode) == 0o666 & ~umask
     assert by_tag.digest_reference == result.digest_reference
 
     by_digest = pull(f"tiny@{result.digest}", tmp_path / "by-digest")

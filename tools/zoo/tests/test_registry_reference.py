@@ -152,8 +152,11 @@ def test_parse_registry_forms(tmp_path):
         parse_registry("oci://127.0.0.1:5000/team:1")
 
 
-def test_looks_like_reference():
-    for text in ("tiny", "tiny:1.0.0", f"tiny@{DIGEST}", "oci://h/x:1", "oci-layout:/x"):
+def test_looks_like_reference(tmp_path):
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    for text in ("tiny", "tiny:1.0.0", f"tiny@{DIGEST}", "oci://h/x:1", "oci-layout:/x", "./layout:1.0.0", f"/srv/x@{DIGEST}", str(layout)):
         assert looks_like_reference(text), text
-    for text in ("tiny.safetensors", "zoo-build/tiny-1.0.0.safetensors", "Tiny", "manifest.yaml"):
+    for text in ("tiny.safetensors", "zoo-build/tiny-1.0.0.safetensors", "Tiny", "manifest.yaml", "./folder", "tiny:bad tag"):
         assert not looks_like_reference(text), text

@@ -38,7 +38,7 @@ Response = tuple[int, dict[str, str], bytes]
 
 @dataclass
 class ScriptedServer:
-    """An HTTP server on 127.0.0.1 that answers each request with `answer(request)` and records it."""
+    """An HTTP server on 127.0.0.1 that records each request and responds with `answer(request)`."""
 
     answer: Callable[[Recorded], Response]
     requests: list[Recorded] = field(default_factory=list)

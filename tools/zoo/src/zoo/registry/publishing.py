@@ -456,6 +456,7 @@ def list_repositories(root: RegistryRoot, *, insecure: bool = False) -> list[Ref
         layouts = sorted(path.parent for path in root.path.rglob("oci-layout") if path.is_file())
         return [LayoutReference(path) for path in layouts]
     prefix = f"{root.namespace}/" if root.namespace else ""
+    # The catalog endpoint belongs to no repository, so the store's repository name is a placeholder.
     with RemoteStore(RemoteReference(root.registry, root.namespace or "catalog"), insecure=insecure) as store:
         names = store.repositories()
     return [RemoteReference(root.registry, name) for name in names if name.startswith(prefix)]

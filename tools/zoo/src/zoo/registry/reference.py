@@ -239,13 +239,22 @@ def default_registry(option: str | None = None) -> RegistryRoot:
 def looks_like_reference(text: str) -> bool:
     """Return whether `text` is written as a registry reference rather than a checkpoint path.
 
-    References start with `oci://` or `oci-layout:`, or are a bare repository
-    name with an optional tag or digest.
+    References start with `oci://` or `oci-layout:`, are a path with a tag or
+    digest or to an existing OCI image layout, or are a bare repository name
+    with an optional tag or digest. Names of checkpoint and manifest files
+    never count as references.
     """
     if text.startswith((OCI_SCHEME, LAYOUT_PREFIX)):
         return True
-    name = _split_version(text, text)[0]
-    return bool(NAME_RE.match(name)) and not text.endswith((".safetensors", ".yaml", ".yml", ".json", ".toml"))
+    if text.endswith((".safetensors", ".yaml", ".yml", ".json", ".toml")):
+        return False
+    try:
+        if text.startswith((".", "/", "~")) or "/" in text:
+            layout = _parse_layout(text, text)
+            return layout.tag is not None or layout.digest is not None or (layout.path / "oci-layout").is_file()
+        return bool(NAME_RE.match(_split_version(text, text)[0]))
+    except InvalidReferenceError:
+        return False
 
 
 def parse_reference(text: str, *, registry: str | None = None) -> Reference:

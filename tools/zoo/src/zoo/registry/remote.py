@@ -355,7 +355,10 @@ class RemoteStore:
         artifact_text = f"{self.location}{'@' if DIGEST_RE.match(tag_or_digest) else ':'}{tag_or_digest}"
         operation = f"fetching the manifest of {artifact_text}"
         response = self.request("GET", self._url(f"manifests/{tag_or_digest}"), operation=operation, headers={"Accept": ACCEPTED_MANIFESTS}, stream=True)
-        self._raise_for_status(response, operation, (200,))
+        try:
+            self._raise_for_status(response, operation, (200,))
+        except NotFoundError as error:
+            raise NotFoundError(f"{error}; `zoo list {self.location}` shows the tags it has") from None
         with contextlib.closing(response):
             body = bytearray()
             for chunk in response.iter_content(CHUNK_BYTES):
