@@ -168,11 +168,19 @@ def write_checkpoint(path: str | Path, state: Mapping[str, Tensor], metadata: Ma
                 digest.update(chunk)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, _default_file_mode())  # mkstemp creates files readable by the owner only
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return digest.hexdigest()
+
+
+def _default_file_mode() -> int:
+    """Return the mode a plain `open(path, "w")` would give: 0o666 without the umask bits."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def read_header(path: str | Path) -> CheckpointHeader:
