@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,8 +20,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
+# Output that goes to a file or pipe is not wrapped at rich's default of 80
+# columns, so tables and paths stay whole in logs; COLUMNS still wins.
+_PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+console = Console(width=_PIPE_WIDTH)
+errors = Console(stderr=True, width=_PIPE_WIDTH)
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
