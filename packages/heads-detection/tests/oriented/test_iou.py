@@ -160,11 +160,11 @@ def reference_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -
     return kept
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(3))
 def test_nms_matches_reference(seed):
-    boxes = random_boxes(150, seed=100 + seed, min_side=5, max_side=30, spread=60)
-    scores = torch.rand(150, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    for threshold in (0.1, 0.3, 0.5, 0.7):
+    boxes = random_boxes(100, seed=100 + seed, min_side=5, max_side=30, spread=60)
+    scores = torch.rand(100, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    for threshold in (0.1, 0.5, 0.8):
         assert rotated_nms(boxes, scores, threshold).tolist() == reference_nms(boxes, scores, threshold)
 
 

@@ -162,11 +162,35 @@ def pairwise_rotated_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return result.reshape(n, m).to(boxes1.dtype)
 
 
+def _overlapping_pairs(boxes: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor]:
+    """Return the pairs (i, j), i < j, of float64 boxes whose rotated IoU exceeds `iou_threshold`."""
+    centres = boxes[:, :2]
+    radii = boxes[:, 2:4].norm(dim=1) / 2
+    empty = torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    firsts, seconds = [empty], [empty]
+    for start in range(0, boxes.shape[0], _NMS_ROWS_PER_CHUNK):
+        rows = torch.arange(start, min(start + _NMS_ROWS_PER_CHUNK, boxes.shape[0]), device=boxes.device)
+        distance = torch.cdist(centres[rows], centres)
+        near = distance < radii[rows, None] + radii[None, :]
+        near &= rows[:, None] < torch.arange(boxes.shape[0], device=boxes.device)[None, :]
+        row, column = near.nonzero().unbind(1)
+        firsts.append(rows[row])
+        seconds.append(column)
+    first, second = torch.cat(firsts), torch.cat(seconds)
+    overlapping = _iou_of_pairs(boxes[first], boxes[second]) > iou_threshold
+    return first[overlapping], second[overlapping]
+
+
+# Rows of the pairwise centre-distance matrix computed at once during NMS.
+_NMS_ROWS_PER_CHUNK = 1024
+
+
 def rotated_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept: int | None = None) -> Tensor:
     """Greedy non-maximum suppression of rotated boxes.
 
     The highest-scoring remaining box is kept, and every remaining box whose
     rotated IoU with it is greater than `iou_threshold` is dropped; repeat.
+    The IoU of every pair that can overlap is computed once, up front.
 
     Args:
         boxes: (N, 5) rotated boxes.
@@ -175,25 +199,32 @@ def rotated_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept: i
         max_kept: stop after keeping this many boxes; None keeps all.
 
     Returns:
-        Indices (int64) of the kept boxes, by decreasing score.
+        Indices (int64) of the kept boxes, by decreasing score; equal scores keep the input order.
     """
     _check_pair_input(boxes, "boxes")
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"scores must have shape ({boxes.shape[0]},), one per box, got {tuple(scores.shape)}")
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-    limit = boxes.shape[0] if max_kept is None else min(max_kept, boxes.shape[0])
+    count = boxes.shape[0]
+    limit = count if max_kept is None else min(max_kept, count)
     order = scores.argsort(descending=True, stable=True)
-    remaining = boxes.detach().double()[order]
-    kept: list[Tensor] = []
-    while remaining.shape[0] > 0 and len(kept) < limit:
-        kept.append(order[0])
-        overlaps = _iou_of_pairs(remaining[:1].expand(remaining.shape[0] - 1, 5), remaining[1:])
-        survivors = (overlaps <= iou_threshold).nonzero().flatten() + 1
-        order, remaining = order[survivors], remaining[survivors]
-    if not kept:
-        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    return torch.stack(kept)
+    with torch.no_grad():
+        first, second = _overlapping_pairs(boxes.detach().double()[order], iou_threshold)
+    suppresses: list[list[int]] = [[] for _ in range(count)]
+    for a, b in zip(first.tolist(), second.tolist()):
+        suppresses[a].append(b)
+    removed = [False] * count
+    kept: list[int] = []
+    for index in range(count):
+        if len(kept) == limit:
+            break
+        if removed[index]:
+            continue
+        kept.append(index)
+        for other in suppresses[index]:
+            removed[other] = True
+    return order[torch.tensor(kept, dtype=torch.int64, device=boxes.device)]
 
 
 def batched_rotated_nms(

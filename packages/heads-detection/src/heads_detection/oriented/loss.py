@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["boxes_to_gaussians", "gaussian_kl_divergence", "kld_box_loss"]
+__all__ = ["angle_loss", "boxes_to_gaussians", "gaussian_kl_divergence", "kld_box_loss"]
 
 # Sides are clamped to this many pixels before squaring, so degenerate
 # predictions give a large but finite loss.
@@ -80,3 +80,31 @@ def kld_box_loss(predicted: Tensor, target: Tensor, tau: float = 1.0) -> Tensor:
     mean_t, cov_t = boxes_to_gaussians(target)
     divergence = gaussian_kl_divergence(mean_p, cov_p, mean_t, cov_t)
     return 1 - 1 / (tau + torch.log1p(divergence))
+
+
+def angle_loss(raw_angle: Tensor, target: Tensor) -> Tensor:
+    """Return a pi-periodic angle loss (...,) between raw predicted angles and target boxes (..., 5).
+
+    The loss is e * (1 - cos(2 * (raw_angle - target_angle))) / 2, in [0, 1),
+    where e = 1 - h / w is the target's elongation: 0 for a square, whose
+    angle is arbitrary, and near 1 for a thin box. It has the same value for
+    angles that differ by pi, so it has no jump at the ends of the angle
+    range, and its gradient is finite everywhere.
+
+    The KLD loss alone barely moves the angle of a prediction that is close to
+    round, because a round Gaussian does not depend on its angle; a detector
+    that first learns roundish boxes could otherwise keep them. This term
+    gives the angle a gradient of its own. The raw angle is compared before
+    `decode_boxes` normalises the box, because `encode_boxes` measures the
+    box sides along the target's canonical axes, so the raw angle should
+    match the target's canonical angle modulo pi.
+    """
+    if raw_angle.shape != target.shape[:-1] or target.shape[-1:] != (5,):
+        raise ValueError(
+            f"raw_angle must have shape (...,) and target (..., 5) with the same leading shape, "
+            f"got {tuple(raw_angle.shape)} and {tuple(target.shape)}"
+        )
+    long_side = torch.maximum(target[..., 2], target[..., 3]).clamp(min=MIN_SIDE)
+    short_side = torch.minimum(target[..., 2], target[..., 3])
+    elongation = 1 - short_side / long_side
+    return elongation * (1 - torch.cos(2 * (raw_angle - target[..., 4]))) / 2

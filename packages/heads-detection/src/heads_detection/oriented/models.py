@@ -33,7 +33,7 @@ from ..models import check_images
 from .geometry import BoxCodingStyle, box_frame_offsets, decode_boxes, encode_boxes, enclosing_boxes, normalize_boxes
 from .head import OrientedFCOSHead, OrientedRetinaNetHead
 from .iou import batched_rotated_nms
-from .loss import kld_box_loss
+from .loss import angle_loss, kld_box_loss
 from .transform import OrientedTransform, scale_boxes
 
 __all__ = ["OrientedDetector", "OrientedFCOS", "OrientedRetinaNet"]
@@ -203,8 +203,9 @@ class OrientedFCOS(OrientedDetector):
     at the finest and coarsest level), as in torchvision's FCOS. Ties go to
     the smaller box.
 
-    Losses: sigmoid focal loss over classes, the KLD box loss weighted by the
-    centerness target, and binary cross-entropy on centerness.
+    Losses: sigmoid focal loss over classes, the KLD box loss and the
+    pi-periodic angle loss, both weighted by the centerness target, and binary
+    cross-entropy on centerness.
     """
 
     box_coding: BoxCodingStyle = "ltrb"
@@ -280,17 +281,23 @@ class OrientedFCOS(OrientedDetector):
         boxes_p, centerness_p = torch.cat(positive_boxes), torch.cat(positive_centerness)
         if boxes_p.shape[0] == 0:
             zero = regression.sum() * 0.0
-            return {"classification": loss_classes, "bbox_regression": zero, "bbox_ctrness": zero}
+            return {"classification": loss_classes, "bbox_regression": zero, "bbox_angle": zero, "bbox_ctrness": zero}
         log_distances = encode_boxes(boxes_p, anchors_p, "ltrb")[:, :4]
         # sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)) written with log distances.
         centerness_target = torch.exp(
             -0.5 * ((log_distances[:, 0] - log_distances[:, 2]).abs() + (log_distances[:, 1] - log_distances[:, 3]).abs())
         )
         predicted = decode_boxes(regression_p, anchors_p, "ltrb")
-        box_losses = kld_box_loss(predicted, boxes_p)
-        loss_boxes = (box_losses * centerness_target).sum() / centerness_target.sum().clamp(min=1e-6)
+        weight_sum = centerness_target.sum().clamp(min=1e-6)
+        loss_boxes = (kld_box_loss(predicted, boxes_p) * centerness_target).sum() / weight_sum
+        loss_angle = (angle_loss(regression_p[:, 4], boxes_p) * centerness_target).sum() / weight_sum
         loss_centerness = F.binary_cross_entropy_with_logits(centerness_p, centerness_target, reduction="sum") / num_positive
-        return {"classification": loss_classes, "bbox_regression": loss_boxes, "bbox_ctrness": loss_centerness}
+        return {
+            "classification": loss_classes,
+            "bbox_regression": loss_boxes,
+            "bbox_angle": loss_angle,
+            "bbox_ctrness": loss_centerness,
+        }
 
 
 class OrientedRetinaNet(OrientedDetector):
@@ -302,7 +309,7 @@ class OrientedRetinaNet(OrientedDetector):
     torchvision's RetinaNet. The anchor side is `anchor_scale` times the level's
     stride, times 2^0, 2^(1/3) and 2^(2/3), with aspect ratios 0.5, 1 and 2.
 
-    Losses: sigmoid focal loss over classes and the KLD box loss.
+    Losses: sigmoid focal loss over classes, the KLD box loss and the pi-periodic angle loss.
     """
 
     box_coding: BoxCodingStyle = "delta"
@@ -358,6 +365,8 @@ class OrientedRetinaNet(OrientedDetector):
             positive_boxes.append(boxes[matched[positive]])
         num_positive = max(1, sum(p.shape[0] for p in positive_boxes))
         loss_classes = sigmoid_focal_loss(logits[valid], class_targets[valid], reduction="sum") / num_positive
-        predicted = decode_boxes(torch.cat(positive_regression), torch.cat(positive_anchors), "delta")
-        loss_boxes = kld_box_loss(predicted, torch.cat(positive_boxes)).sum() / num_positive
-        return {"classification": loss_classes, "bbox_regression": loss_boxes}
+        regression_p, boxes_p = torch.cat(positive_regression), torch.cat(positive_boxes)
+        predicted = decode_boxes(regression_p, torch.cat(positive_anchors), "delta")
+        loss_boxes = kld_box_loss(predicted, boxes_p).sum() / num_positive
+        loss_angle = angle_loss(regression_p[:, 4], boxes_p).sum() / num_positive
+        return {"classification": loss_classes, "bbox_regression": loss_boxes, "bbox_angle": loss_angle}
