@@ -199,3 +199,15 @@ def test_boxes_across_angle_ends_suppress_each_other():
 def test_nms_of_no_boxes():
     assert rotated_nms(torch.zeros(0, 5), torch.zeros(0), 0.5).tolist() == []
     assert batched_rotated_nms(torch.zeros(0, 5), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5).tolist() == []
+
+
+def test_nms_paths_agree(monkeypatch):
+    """Many clustered boxes go through the one-at-a-time path; it keeps what the all-pairs path keeps."""
+    import heads_detection.oriented.iou as iou_module
+
+    boxes = random_boxes(400, seed=140, min_side=5, max_side=30, spread=40)
+    scores = torch.rand(400, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    all_pairs = rotated_nms(boxes, scores, 0.3).tolist()
+    monkeypatch.setattr(iou_module, "_NMS_PAIR_BUDGET", 0)
+    assert rotated_nms(boxes, scores, 0.3).tolist() == all_pairs
+    assert rotated_nms(boxes, scores, 0.3, max_kept=5).tolist() == all_pairs[:5]

@@ -162,27 +162,60 @@ def pairwise_rotated_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return result.reshape(n, m).to(boxes1.dtype)
 
 
-def _overlapping_pairs(boxes: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor]:
-    """Return the pairs (i, j), i < j, of float64 boxes whose rotated IoU exceeds `iou_threshold`."""
+# Rows of the pairwise centre-distance matrix computed at once during NMS.
+_NMS_ROWS_PER_CHUNK = 1024
+# NMS measures every pair of boxes that can overlap up front when there are at
+# most this many; with more (thousands of clustered candidates), it measures
+# one kept box against the rest at a time and stops at `max_kept`.
+_NMS_PAIR_BUDGET = 200_000
+
+
+def _near_pairs(boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """Return the pairs (i, j), i < j, of boxes whose circumscribed circles overlap."""
     centres = boxes[:, :2]
     radii = boxes[:, 2:4].norm(dim=1) / 2
+    columns = torch.arange(boxes.shape[0], device=boxes.device)
     empty = torch.zeros(0, dtype=torch.int64, device=boxes.device)
     firsts, seconds = [empty], [empty]
     for start in range(0, boxes.shape[0], _NMS_ROWS_PER_CHUNK):
-        rows = torch.arange(start, min(start + _NMS_ROWS_PER_CHUNK, boxes.shape[0]), device=boxes.device)
-        distance = torch.cdist(centres[rows], centres)
-        near = distance < radii[rows, None] + radii[None, :]
-        near &= rows[:, None] < torch.arange(boxes.shape[0], device=boxes.device)[None, :]
+        rows = columns[start : start + _NMS_ROWS_PER_CHUNK]
+        near = torch.cdist(centres[rows], centres) < radii[rows, None] + radii[None, :]
+        near &= rows[:, None] < columns[None, :]
         row, column = near.nonzero().unbind(1)
         firsts.append(rows[row])
         seconds.append(column)
-    first, second = torch.cat(firsts), torch.cat(seconds)
+    return torch.cat(firsts), torch.cat(seconds)
+
+
+def _nms_all_pairs(boxes: Tensor, first: Tensor, second: Tensor, iou_threshold: float, limit: int) -> list[int]:
+    """Greedy NMS over boxes sorted by score, given every pair that can overlap."""
     overlapping = _iou_of_pairs(boxes[first], boxes[second]) > iou_threshold
-    return first[overlapping], second[overlapping]
+    suppresses: list[list[int]] = [[] for _ in range(boxes.shape[0])]
+    for a, b in zip(first[overlapping].tolist(), second[overlapping].tolist()):
+        suppresses[a].append(b)
+    removed = [False] * boxes.shape[0]
+    kept: list[int] = []
+    for index in range(boxes.shape[0]):
+        if len(kept) == limit:
+            break
+        if removed[index]:
+            continue
+        kept.append(index)
+        for other in suppresses[index]:
+            removed[other] = True
+    return kept
 
 
-# Rows of the pairwise centre-distance matrix computed at once during NMS.
-_NMS_ROWS_PER_CHUNK = 1024
+def _nms_one_at_a_time(boxes: Tensor, iou_threshold: float, limit: int) -> list[int]:
+    """Greedy NMS over boxes sorted by score, measuring each kept box against the remaining ones."""
+    remaining = torch.arange(boxes.shape[0], device=boxes.device)
+    kept: list[int] = []
+    while remaining.numel() > 0 and len(kept) < limit:
+        top, rest = remaining[0], remaining[1:]
+        kept.append(int(top))
+        overlaps = _iou_of_pairs(boxes[top].expand(rest.shape[0], 5), boxes[rest])
+        remaining = rest[overlaps <= iou_threshold]
+    return kept
 
 
 def rotated_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept: int | None = None) -> Tensor:
@@ -190,7 +223,6 @@ def rotated_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept: i
 
     The highest-scoring remaining box is kept, and every remaining box whose
     rotated IoU with it is greater than `iou_threshold` is dropped; repeat.
-    The IoU of every pair that can overlap is computed once, up front.
 
     Args:
         boxes: (N, 5) rotated boxes.
@@ -210,20 +242,12 @@ def rotated_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept: i
     limit = count if max_kept is None else min(max_kept, count)
     order = scores.argsort(descending=True, stable=True)
     with torch.no_grad():
-        first, second = _overlapping_pairs(boxes.detach().double()[order], iou_threshold)
-    suppresses: list[list[int]] = [[] for _ in range(count)]
-    for a, b in zip(first.tolist(), second.tolist()):
-        suppresses[a].append(b)
-    removed = [False] * count
-    kept: list[int] = []
-    for index in range(count):
-        if len(kept) == limit:
-            break
-        if removed[index]:
-            continue
-        kept.append(index)
-        for other in suppresses[index]:
-            removed[other] = True
+        ordered = boxes.detach().double()[order]
+        first, second = _near_pairs(ordered)
+        if first.numel() <= _NMS_PAIR_BUDGET:
+            kept = _nms_all_pairs(ordered, first, second, iou_threshold, limit)
+        else:
+            kept = _nms_one_at_a_time(ordered, iou_threshold, limit)
     return order[torch.tensor(kept, dtype=torch.int64, device=boxes.device)]
 
 
