@@ -10,7 +10,7 @@ from heads_core import build_model, validate_manifest
 
 
 def seg_data(**overrides: Any) -> dict[str, Any]:
-    """A small valid segmentation manifest (LRASPP on MobileNetV3-Small); keyword arguments replace top-level fields."""
+    """Return a small valid segmentation manifest (LRASPP on MobileNetV3-Small). Keyword arguments replace top-level fields."""
     data: dict[str, Any] = {
         "name": "tiny-seg",
         "version": "1.0.0",
@@ -39,7 +39,7 @@ SMALL = {
 
 
 def build(**overrides: Any):
-    """Validate and build a manifest from `seg_data`; return (manifest, BuildResult)."""
+    """Validate and build a manifest from `seg_data`, returning (manifest, BuildResult)."""
     manifest = validate_manifest(seg_data(**overrides))
     return manifest, build_model(manifest)
 
@@ -52,7 +52,7 @@ def small(architecture: str, **overrides: Any):
 
 @pytest.fixture
 def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty TORCH_HOME; returns its hub/checkpoints folder, created."""
+    """Point TORCH_HOME at an empty folder and return its hub/checkpoints folder, created."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     folder = tmp_path / "torch-home" / "hub" / "checkpoints"
     folder.mkdir(parents=True)

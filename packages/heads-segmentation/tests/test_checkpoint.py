@@ -108,3 +108,21 @@ def test_same_manifest_gives_identical_bytes(tmp_path):
         save_model(result.model, manifest, path, result.reinitialized)
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_load_reads_no_backbone_weights(tmp_path, write_manifest):
+    import torchvision.models as tv_models
+    from heads_core import build_model as build_from_path
+    from heads_core import load_manifest
+
+    torch.save(tv_models.mobilenet_v3_small(weights=None).state_dict(), tmp_path / "imagenet.pth")
+    path = write_manifest(backbone=backbone("torchvision", "mobilenet_v3_small", weights="imagenet.pth"))
+    manifest = load_manifest(path)
+    result = build_from_path(path)
+    checkpoint = tmp_path / "model.safetensors"
+    save_model(result.model, manifest, checkpoint, result.reinitialized)
+    (tmp_path / "imagenet.pth").unlink()
+    loaded = load_model(checkpoint)
+    x = seeded_input(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x)["out"], result.model(x)["out"])

@@ -97,7 +97,8 @@ def test_deeplabv3plus_needs_finer_level():
 
 def test_fixed_size_backbone_rejected():
     text = _problems(architecture="fcn", backbone=backbone("torchvision", "vit_b_16"))
-    assert "torchvision backbone vit_b_16 runs only at a fixed input size" in text
+    assert "torchvision backbone vit_b_16 failed on a 97x131 input padded to a multiple of each of" in text
+    assert "it needs a fixed input size" in text
 
 
 def test_unknown_architecture_lists_choices():

@@ -28,6 +28,9 @@ from typing import Literal
 
 import torch
 from heads_core import create_feature_backbone, read_state_dict, replace_first_conv
+
+# NOTE: these heads-core internals are used because `create_feature_backbone`
+# has no way to pass timm's `output_stride` and `dynamic_img_size` options.
 from heads_core._backbones import (
     FeatureBackbone,
     TimmTrunk,
@@ -49,7 +52,7 @@ BackboneKind = Literal["resnet", "mobilenet_v3", "timm", "torchvision"]
 
 RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
 MOBILENET_V3_PREFIXES = ("mobilenet_v3",)
-# Output strides reached by dilating the last stages; the undilated stride is always available too.
+# Output strides reached by dilating the last stages. The undilated stride is always available too.
 DILATED_STRIDES = (8, 16)
 MEASURE_SIZE = (224, 224)
 # Odd sides, so a backbone that needs its input to be a multiple of some
@@ -251,7 +254,11 @@ def _meta_forward_eval(module: nn.Module, *args: Tensor) -> object:
 
 
 def _size_divisor(body: nn.Module, in_chans: int, description: str) -> int:
-    """Return the smallest multiple that input sides must have for `body` to run."""
+    """Return the smallest multiple that input sides must have for `body` to run.
+
+    NOTE: one input size is probed, so a backbone that runs at it but fails
+    at some other padded size would fail only when it meets that size.
+    """
     for divisor in SIZE_DIVISORS:
         size = tuple(math.ceil(side / divisor) * divisor for side in PROBE_SIZE)
         try:
@@ -260,9 +267,11 @@ def _size_divisor(body: nn.Module, in_chans: int, description: str) -> int:
         except (AssertionError, RuntimeError, ValueError):
             continue
         return divisor
+    sizes = ", ".join(str(d) for d in SIZE_DIVISORS)
     raise ValueError(
-        f"{description} runs only at a fixed input size, so it cannot segment images of other sizes; "
-        "choose a convolutional backbone, or a timm transformer (Swin, ViT), which accepts any size"
+        f"{description} failed on a {PROBE_SIZE[0]}x{PROBE_SIZE[1]} input padded to a multiple of each of "
+        f"{sizes} pixels, so it needs a fixed input size (or larger multiples) and cannot segment images of "
+        "other sizes; choose a convolutional backbone, or a timm transformer (Swin, ViT), which accepts any size"
     )
 
 
@@ -348,7 +357,7 @@ def create_levels(
     channels = [m.shape[1] for m in maps]
     strides = [round(MEASURE_SIZE[0] / m.shape[-2]) for m in maps]
     if output_stride is not None and strides[-1] != output_stride:
-        raise StrideUnavailableError(f"{description} gave output stride {strides[-1]} when asked for {output_stride}")
+        raise StrideUnavailableError(f"{description} gave output stride {strides[-1]} when {output_stride} was requested")
     if size_divisor is None:
         size_divisor = _size_divisor(body, in_chans, description)
     return Levels(kind, body, children, strides, channels, size_divisor, timm_layout)
@@ -368,7 +377,7 @@ def _probe(source: str, name: str, output_stride: int | None) -> LevelLayout:
     except ValueError:  # StrideUnavailableError and fixed-size backbones, with their own messages
         raise
     # Model constructors of timm and torchvision fail in many ways for models
-    # that cannot return feature maps; each becomes a manifest error.
+    # that cannot return feature maps, and each becomes a manifest error.
     except Exception as error:
         raise ValueError(
             f"{source} backbone {name} cannot be built as a multi-level feature extractor "

@@ -29,7 +29,7 @@ def resolve_file(weights: str, weights_dir: Path | None) -> str:
 
 
 def read_model_weights(manifest: SegmentationManifest, weights_dir: Path | None) -> tuple[dict[str, Tensor], str]:
-    """Read the state dict that `manifest.weights` names; also return where it came from.
+    """Read the state dict that `manifest.weights` names and return it with the path it came from.
 
     Raises:
         WeightsNotFoundError: the file, or torchvision's file in the torch hub cache, is missing.
@@ -55,7 +55,7 @@ def read_model_weights(manifest: SegmentationManifest, weights_dir: Path | None)
 
 
 def load_model_weights(model: SegmentationModel, state: dict[str, Tensor], source: str) -> list[str]:
-    """Copy a whole-model state dict into `model`; return the names of tensors left freshly initialised.
+    """Copy a whole-model state dict into `model` and return the names of the tensors left freshly initialised.
 
     Rules, so that torchvision's weights and zoo checkpoints adapt to a new manifest:
 

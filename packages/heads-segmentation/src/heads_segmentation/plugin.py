@@ -105,7 +105,7 @@ class SegmentationPlugin(TaskPlugin):
     def predict(
         self, model: nn.Module, images: list[Tensor], manifest: SegmentationManifest, top_k: int = 5
     ) -> list[dict[str, Any]]:
-        """Segment each image; return its mask (PNG, base64) and the share of pixels of each class present.
+        """Segment each image and return its mask (PNG, base64) with the share of pixels of each class present.
 
         Images may differ in size, so each runs alone. `top_k` does not apply:
         every class with at least one pixel is listed, largest share first.
