@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from heads_core import ManifestError, build_model, load_model, save_model
-from heads_detection import measure_maps
+from heads_detection import build_fpn_backbone, measure_maps
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -49,8 +49,14 @@ def test_two_levels_give_four_fcos_anchor_levels() -> None:
     [("faster_rcnn", [4, 8, 16, 32, 64]), ("retinanet", [8, 16, 32, 64, 128])],
 )
 def test_default_levels_by_stride(architecture: str, strides: list[int]) -> None:
-    model = build_model(small_manifest(architecture, "torchvision", "efficientnet_b0")).model
-    assert measure_maps(model.backbone, 3, (256, 256)).strides == strides
+    spec = small_manifest(architecture, "torchvision", "efficientnet_b0").backbone
+    extra = "pool" if architecture == "faster_rcnn" else "p6p7"
+    min_stride = 4 if architecture == "faster_rcnn" else 8
+    backbone, layout = build_fpn_backbone(
+        spec, weights=None, pretrained=False, extra=extra, min_stride=min_stride, measure_size=(256, 256)
+    )
+    assert layout.strides == strides
+    assert measure_maps(backbone, 3, (512, 512)).strides == strides
 
 
 def test_rcnn_rejects_levels_with_gaps() -> None:
@@ -81,8 +87,8 @@ def test_ssdlite_on_resnet() -> None:
 
 TRANSFORMERS = [
     ("faster_rcnn", "vit_small_patch16_224"),
-    ("faster_rcnn", "swin_tiny_patch4_window7_224"),
-    ("mask_rcnn", "vit_small_patch16_224"),
+    pytest.param("faster_rcnn", "swin_tiny_patch4_window7_224", marks=pytest.mark.heavy),
+    pytest.param("mask_rcnn", "vit_small_patch16_224", marks=pytest.mark.heavy),
     ("mask_rcnn", "swin_tiny_patch4_window7_224"),
 ]
 

@@ -67,7 +67,11 @@ def _silence_background(state: dict[str, torch.Tensor]) -> None:
     bias.view(-1, NUM_CLASSES + 1)[:, 0] = -20.0
 
 
-@pytest.mark.parametrize("architecture", list(CASES))
+# SSD300 runs VGG-16 on 300x300 inputs (about 30 GFLOPs per image), too slow for the fast suite.
+PARAMETERS = [pytest.param(a, marks=pytest.mark.heavy) if a == "ssd" else a for a in CASES]
+
+
+@pytest.mark.parametrize("architecture", PARAMETERS)
 def test_outputs_equal_torchvision_builder(architecture: str) -> None:
     builder, builder_kwargs, fields = CASES[architecture]
     torch.manual_seed(0)

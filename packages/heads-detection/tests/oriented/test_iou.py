@@ -50,8 +50,8 @@ def pair_cases() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     far[:, 0] += 200.0
     cases["disjoint"] = (base, far)
 
-    # Half-size boxes at the same angle, then smaller boxes turned by up to 0.05 rad;
-    # with sides 2 to 40 both stay strictly inside the outer box.
+    # Half-size boxes at the same angle, then smaller boxes turned by up to 0.05 rad.
+    # With sides 2 to 40, both stay strictly inside the outer box.
     half = base.clone()
     half[:, 2:4] *= 0.5
     turned = base.clone()

@@ -102,7 +102,8 @@ def test_checkpoint_describes_rotated_boxes(saved):
     assert loaded_manifest == manifest
     assert outputs["kind"] == "oriented_boxes"
     assert outputs["box_format"] == "cxcywha"
-    assert "radians" in outputs["boxes"] and "clockwise" in outputs["boxes"]
+    assert "radians" in outputs["boxes"]
+    assert "clockwise" in outputs["boxes"]
     assert outputs["label_range"] == [1, 2]
     assert outputs["class_names"] == {"1": "ship", "2": "plane"}
 
@@ -126,7 +127,8 @@ def test_predict_format_and_draw(saved):
     assert torch.allclose(torch.tensor(first["polygon"], dtype=torch.float64), corners, atol=0.02)
     lines = plugin.format_prediction(prediction, manifest)
     assert len(lines) == len(detections)
-    assert "angle" in lines[0] and first["class_name"] in lines[0]
+    assert "angle" in lines[0]
+    assert first["class_name"] in lines[0]
     assert plugin.format_prediction({"detections": []}, manifest) == ["no detections with score above 0.0"]
 
 

@@ -3,8 +3,8 @@
 Boxes are (cx, cy, w, h, angle) in pixels and radians, with w >= h and the
 angle in [-pi/2, pi/2), turning the width axis clockwise on screen; see
 `geometry`. The detectors are torchvision's FCOS and RetinaNet with an
-`OrientedDetectionHead` that predicts one angle per location or anchor, trained
-with a Gaussian (KLD) box loss; see `models`.
+`OrientedDetectionHead` that predicts one angle per location or anchor. They
+train with a Gaussian (KLD) box loss and a pi-periodic angle loss, see `models`.
 """
 
 from __future__ import annotations

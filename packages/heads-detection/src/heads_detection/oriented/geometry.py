@@ -19,8 +19,8 @@ is top-left, top-right, bottom-right, bottom-left, the same order as
 torchvision's XYXYXYXY format.
 
 `encode_boxes` and `decode_boxes` are the only place where the network's raw
-outputs turn into boxes and back; the losses, the post-processing and the
-checkpoint description all go through them.
+outputs turn into boxes and back. The losses and the post-processing both go
+through them.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ BOX_FORMAT = "cxcywha"
 # about 62.5, the limit torchvision's box coders use (log(1000 / 16)).
 MAX_LOG_SCALE = math.log(1000.0 / 16)
 
-# How raw regression outputs relate to boxes:
+# Box coding styles, the relation of raw regression outputs to boxes:
 # "ltrb": distances from an anchor's centre to the four sides of the box, measured
 #     along the box's own axes, as log(distance / anchor side) (FCOS).
 # "delta": centre offset over the anchor's side and log side ratios (RetinaNet).
@@ -119,8 +119,8 @@ def polygons_to_boxes(polygons: Tensor) -> Tensor:
 
     The corners must go around the rectangle in order, clockwise or
     counter-clockwise, starting anywhere. Rectangles convert exactly. Other
-    quadrilaterals get a fitted box: the centre is the mean of the corners,
-    the sides are the means of opposite edge lengths, and the angle is the
+    quadrilaterals get a fitted box. Its centre is the mean of the corners and
+    its sides are the means of opposite edge lengths. Its angle is the
     direction of the sum of the two edges that run along the first side.
     """
     if polygons.shape[-2:] != (4, 2):
@@ -203,7 +203,7 @@ def encode_boxes(boxes: Tensor, anchors: Tensor, style: BoxCodingStyle) -> Tenso
     Returns:
         (..., 5): four box values, then the raw angle. For "ltrb" the box
         values are log(distance / anchor side) to the left, top, right and
-        bottom sides along the box's axes; they are finite only for anchor
+        bottom sides along the box's axes. They are finite only for anchor
         centres inside the box. For "delta" they are (dx / anchor width,
         dy / anchor height, log(w / anchor width), log(h / anchor height)).
         The raw angle is the canonical angle itself, so `decode_boxes`

@@ -36,7 +36,7 @@ class OrientedDetectionHead(nn.Module):
         num_anchors: anchors per location (1 for FCOS).
 
     Forward takes one (N, in_channels, H, W) map per level and returns one
-    (N, num_anchors, H, W) map of raw angles per level; `decode_boxes` turns
+    (N, num_anchors, H, W) map of raw angles per level. `decode_boxes` turns
     raw angles into radians.
     """
 

@@ -4,8 +4,8 @@ The intersection of two rectangles is a convex polygon whose vertices are the
 corners of each rectangle that lie inside the other, plus the crossings of
 their edges. All candidates of many pairs are computed at once, ordered by
 angle around their centroid, and measured with the shoelace formula. The
-arithmetic runs in float64, whatever the input dtype, so the result is exact to
-about 1e-9 relative error; results come back in the input dtype.
+arithmetic runs in float64 whatever the input dtype, so the relative error is
+about 1e-9. Results come back in the input dtype.
 
 Pairs whose circumscribed circles do not meet have IoU 0 and are skipped.
 """
@@ -165,8 +165,8 @@ def pairwise_rotated_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 # Rows of the pairwise centre-distance matrix computed at once during NMS.
 _NMS_ROWS_PER_CHUNK = 1024
 # NMS measures every pair of boxes that can overlap up front when there are at
-# most this many; with more (thousands of clustered candidates), it measures
-# one kept box against the rest at a time and stops at `max_kept`.
+# most this many. With more pairs (thousands of clustered candidates), it
+# measures one kept box against the rest at a time and stops at `max_kept`.
 _NMS_PAIR_BUDGET = 200_000
 
 

@@ -92,9 +92,9 @@ def angle_loss(raw_angle: Tensor, target: Tensor) -> Tensor:
     range, and its gradient is finite everywhere.
 
     The KLD loss alone barely moves the angle of a prediction that is close to
-    round, because a round Gaussian does not depend on its angle; a detector
-    that first learns roundish boxes could otherwise keep them. This term
-    gives the angle a gradient of its own. The raw angle is compared before
+    round, because a round Gaussian does not depend on its angle. A detector
+    that first learns roundish boxes could then keep them, so this term gives
+    the angle a gradient of its own. The raw angle is compared before
     `decode_boxes` normalises the box, because `encode_boxes` measures the
     box sides along the target's canonical axes, so the raw angle should
     match the target's canonical angle modulo pi.

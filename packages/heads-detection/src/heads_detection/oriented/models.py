@@ -43,7 +43,7 @@ class OrientedDetector(nn.Module):
     """What oriented FCOS and RetinaNet share: input checks, resizing, anchors and post-processing.
 
     `backbone` returns one map per pyramid level, finest first, as a list or
-    an ordered dict, each with `backbone.out_channels` channels; `strides`
+    an ordered dict, each with `backbone.out_channels` channels. `strides`
     are the levels' measured strides. Subclasses set `box_coding`, build
     `head`, and implement `match`, `compute_loss` and `level_scores`.
     """
@@ -197,11 +197,11 @@ class OrientedFCOS(OrientedDetector):
 
     Locations are the centres of torchvision's one-anchor-per-location
     generator, with anchor side equal to the level's stride. A location is
-    positive for a ground-truth box when it lies inside the rotated box, within
-    `center_sampling_radius` strides of its centre along both box axes, and
-    its largest side distance falls in the level's range (4 to 8 strides, open
-    at the finest and coarsest level), as in torchvision's FCOS. Ties go to
-    the smaller box.
+    positive for a ground-truth box when three things hold, as in torchvision's
+    FCOS. It lies inside the rotated box, within `center_sampling_radius`
+    strides of the box's centre along both box axes. Its largest side distance
+    falls in the level's range: 4 to 8 strides, open at the finest and the
+    coarsest level. Ties go to the smaller box.
 
     Losses: sigmoid focal loss over classes, the KLD box loss and the
     pi-periodic angle loss, both weighted by the centerness target, and binary

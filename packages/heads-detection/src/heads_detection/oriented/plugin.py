@@ -42,7 +42,7 @@ class OrientedDetectionManifest(ManifestBase):
     detection options (`levels`, `trainable_layers`, `frozen_batchnorm`);
     without `levels`, the pyramid is built on the levels with stride 8 or
     more, and P6 and P7 are added as in torchvision's RetinaNet and FCOS.
-    `preprocess` holds the mean and standard deviation the model normalises
+    `preprocess` contains the mean and standard deviation the model normalises
     0..1 images with. The model resizes each image with one factor for both
     axes: the shorter side becomes `min_size` unless the longer side would
     exceed `max_size`, or, with `fixed_size` (height, width), the image is

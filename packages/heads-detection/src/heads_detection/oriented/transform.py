@@ -25,7 +25,7 @@ class OrientedTransform(nn.Module):
 
     Args:
         min_size, max_size: without `fixed_size`, the shorter side becomes
-            `min_size` unless the longer side would exceed `max_size`; the
+            `min_size` unless the longer side would exceed `max_size`. The
             batch is padded at the bottom and right to a multiple of `size_divisible`.
         fixed_size: (height, width) of every batch; each image is scaled to fit inside and padded.
     """
