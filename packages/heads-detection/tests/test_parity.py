@@ -1,6 +1,6 @@
 """On torchvision's default backbones the zoo's detectors compute exactly what torchvision's builders compute.
 
-Both models start from random initialisation; the torchvision model's state
+Both models start from random initialisation. The torchvision model's state
 dict is then loaded strictly into the zoo model, so names and shapes must
 agree as well as outputs.
 """
@@ -59,8 +59,8 @@ DEFAULT_BACKBONES = {
 def _silence_background(state: dict[str, torch.Tensor]) -> None:
     """Make the sigmoid classifiers' background output never fire, as in trained weights.
 
-    The zoo's RetinaNet and FCOS drop label 0 before post-processing; with
-    random weights torchvision's would report it, so the comparison would
+    The zoo's RetinaNet and FCOS drop label 0 before post-processing. With
+    random weights torchvision's would report it, and the comparison would
     differ for that reason alone. A separate test covers the dropping.
     """
     bias = state["head.classification_head.cls_logits.bias"]

@@ -26,7 +26,7 @@ COCO_CLASSES = 91  # torchvision's COCO models: 90 category ids plus background
 def _write_coco_file(checkpoints: Path) -> dict[str, torch.Tensor]:
     """Write a stand-in for torchvision's Faster R-CNN COCO_V1 file and return its tensors.
 
-    The real file holds frozen batch norms, which have no num_batches_tracked.
+    The real file contains frozen batch norms, which have no num_batches_tracked.
     """
     torch.manual_seed(5)
     model = detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=COCO_CLASSES)

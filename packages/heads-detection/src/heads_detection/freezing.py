@@ -95,10 +95,10 @@ def _accumulated_leaves(output: Tensor, names: dict[int, str]) -> set[str]:
 def parameter_stages(module: nn.Module, in_chans: int, input_size: Sequence[int]) -> list[list[str]]:
     """Group the parameters of a multi-output backbone into stages.
 
-    Stage k holds the parameters that output k depends on and no earlier
-    output does; parameters no output uses join the last stage. Dependencies
-    are traced through autograd on the meta device, so no arithmetic runs and
-    the backbone's own tensors are untouched.
+    Stage k contains the parameters that output k depends on and no earlier
+    output does. Parameters that no output uses join the last stage.
+    Dependencies are traced through autograd on the meta device, so no
+    arithmetic runs and the backbone's own tensors are untouched.
     """
     parameters = dict(module.named_parameters())
     stand_ins = {name: torch.empty_like(p, device="meta").requires_grad_(True) for name, p in parameters.items()}

@@ -172,12 +172,12 @@ class DetectorManifest(ManifestBase):
 
     `num_classes` counts object classes without background; the model
     predicts label ids 1..num_classes and 0 is reserved for background.
-    `weights` loads a whole pretrained detector: a member of torchvision's
-    weights enum of the architecture (for example "COCO_V1" or "DEFAULT",
-    only on the default backbone), the path of a state-dict file, or an
-    earlier zoo checkpoint of the same architecture and backbone. Layers
-    whose shape follows the class count are initialised anew when the count
-    differs.
+    `weights` loads a whole pretrained detector. It is a member of
+    torchvision's weights enum of the architecture (for example "COCO_V1" or
+    "DEFAULT", only on the default backbone), the path of a state-dict file,
+    or an earlier zoo checkpoint of the same architecture and backbone.
+    Layers whose shape follows the class count are initialised anew when the
+    count differs.
 
     `proposals_per_image` (Faster and Mask R-CNN only) caps the region
     proposals kept per feature level before and per image after the RPN's
@@ -332,7 +332,7 @@ class DetectorManifest(ManifestBase):
             object.__setattr__(backbone, "frozen_batchnorm_eps", 0.0)
 
     def _weights_run_with_zero_eps(self) -> bool:
-        """Whether `weights` is a torchvision file that torchvision runs with batch-norm epsilon 0."""
+        """Check whether `weights` is a torchvision file that torchvision runs with batch-norm epsilon 0."""
         if self.weights is None or not self.uses_default_backbone:
             return False
         urls = coco_weights_members(self.info)

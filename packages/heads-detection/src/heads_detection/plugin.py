@@ -44,7 +44,7 @@ class DetectorPlugin(TaskPlugin):
         assert manifest.preprocess is not None
         names = manifest.class_names or [f"class_{i}" for i in range(1, manifest.num_classes + 1)]
         outputs: dict[str, Any] = {
-            "kind": "instance_masks" if self.task == "instance_segmentation" else "boxes",
+            "kind": "instance_masks" if self.task == "instance_segmentation" else "detections",
             "architecture": manifest.architecture,
             "input": {
                 "images": "list of (C, H, W) float tensors with values in 0..1",

@@ -73,7 +73,7 @@ def measure_maps(module: nn.Module, in_chans: int, size: Sequence[int]) -> Pyram
 class SimpleFeaturePyramid(nn.Module):
     """Three maps at half, the same and double the stride of one input map.
 
-    Backbones with a single stride (ViT) give one map; a transposed
+    Backbones with a single stride (ViT) give one map. A transposed
     convolution doubles its resolution and max pooling halves it, so the
     feature pyramid network above gets three levels, as in ViTDet.
     """
@@ -139,10 +139,10 @@ def build_selected_features(
     all share one stride (ViT) keeps its last map; with
     `expand_single_stride` a `SimpleFeaturePyramid` turns it into three.
 
-    Batch norms are frozen when `spec.frozen_batchnorm` is true. With
-    `spec.trainable_layers` (or, when `pretrained`, by default) the stages
-    before the last trainable ones are frozen; a stage is what a feature
-    level adds to the one before it.
+    Batch norms are frozen when `spec.frozen_batchnorm` is true. A stage is
+    what a feature level adds to the one before it. The stages before the
+    last `spec.trainable_layers` are frozen. Without that option, pretrained
+    backbones train the stages of stride 8 and above, and random ones train all.
     """
     features = create_feature_backbone(
         spec.source,
@@ -219,9 +219,9 @@ def build_fpn_backbone(
     Args:
         spec: the validated backbone section.
         weights: backbone weights to load (a resolved path or enum member), or None.
-        pretrained: whether the manifest names any pretrained weights; it picks
-            the default trainable stages, and must not depend on whether the
-            weights are actually loaded now.
+        pretrained: whether the manifest names any pretrained weights. It
+            picks the default trainable stages, so it must not depend on
+            whether the weights are loaded in this call.
         extra: "pool" adds a max-pooled level (Faster and Mask R-CNN), "p6p7"
             two strided convolutions (RetinaNet, FCOS).
         min_stride: the finest stride kept when `spec.levels` is not given.

@@ -2,7 +2,7 @@
 
 Tensors load by name. Layers whose shape follows the class count keep their
 fresh initialisation when the pretrained count differs, and are reported as
-reinitialised; a first convolution with another input-channel count is
+reinitialised. A first convolution with another input-channel count is
 adapted with `heads_core.adapt_input_conv`. Any other difference is an error.
 """
 
