@@ -61,6 +61,13 @@ def test_faster_rcnn_two_classes_from_coco(torch_home: Path, tmp_path: Path) -> 
     path = tmp_path / "coco2.safetensors"
     save_model(model, manifest, path, result.reinitialized)
     assert json.loads(read_header(path).metadata["zoo.reinitialized"]) == expected
+    loaded = load_model(path).model
+    assert {m.eps for m in loaded.modules() if isinstance(m, FrozenBatchNorm2d)} == {0.0}
+    images = sample_images()[:1]
+    with torch.no_grad():
+        built_boxes = model(images)[0]["boxes"]
+        loaded_boxes = loaded(images)[0]["boxes"]
+    assert torch.equal(loaded_boxes, built_boxes)
 
 
 def test_coco_weights_equal_torchvision_builder(torch_home: Path) -> None:
@@ -206,3 +213,25 @@ def test_loaded_model_keeps_frozen_layers(tmp_path: Path) -> None:
     frozen_loaded = [n for n, p in loaded.named_parameters() if not p.requires_grad]
     assert frozen_built
     assert frozen_loaded == frozen_built
+
+
+def test_ssdlite_backbone_weights_keep_full_tail(tmp_path: Path) -> None:
+    from torchvision.models import mobilenet_v3_large
+
+    torch.save(mobilenet_v3_large().state_dict(), tmp_path / "mobilenet.pth")
+    manifest = small_manifest("ssdlite", "torchvision", "mobilenet_v3_large", backbone={"weights": "mobilenet.pth"})
+    built = build_model(manifest, weights_dir=tmp_path).model
+    # torchvision halves the last stage's channels (reduced tail) only without backbone weights.
+    assert built.backbone.features[1][-1].out_channels == 960
+
+    path = tmp_path / "ssdlite.safetensors"
+    save_model(built, manifest, path)
+    loaded = load_model(path).model
+    assert loaded.backbone.features[1][-1].out_channels == 960
+    images = sample_images()
+    with torch.no_grad():
+        expected = built(images)
+        actual = loaded(images)
+    for want, got in zip(expected, actual):
+        for key in want:
+            assert torch.equal(got[key], want[key]), key

@@ -195,7 +195,13 @@ def _build_ssd(manifest: DetectorManifest, backbone_weights: str | None) -> nn.M
                 f"backbone.levels {spec.levels} cannot be used with SSD on VGG, which takes conv4_3 and the "
                 "converted fc7 as torchvision's SSD300 does; remove backbone.levels"
             )
-        backbone = vgg_ssd_extractor(spec.name, weights=backbone_weights, in_chans=spec.in_chans, trainable=spec.trainable_layers)
+        backbone = vgg_ssd_extractor(
+            spec.name,
+            weights=backbone_weights,
+            pretrained=_is_pretrained(manifest),
+            in_chans=spec.in_chans,
+            trainable=spec.trainable_layers,
+        )
         if spec.frozen_batchnorm:
             backbone = freeze_batchnorm(backbone)
     else:
@@ -231,10 +237,15 @@ def _build_ssdlite(manifest: DetectorManifest, backbone_weights: str | None) -> 
                 "expansion layer and the last layer as torchvision's SSDLite does; remove backbone.levels"
             )
         backbone = mobilenet_ssdlite_extractor(
-            spec.name, weights=backbone_weights, in_chans=spec.in_chans, trainable=spec.trainable_layers, norm_layer=norm_layer
+            spec.name,
+            weights=backbone_weights,
+            reduced_tail=spec.weights is None,
+            in_chans=spec.in_chans,
+            trainable=spec.trainable_layers,
+            norm_layer=norm_layer,
         )
         if spec.frozen_batchnorm:
-            backbone.features = freeze_batchnorm(backbone.features)
+            freeze_batchnorm(backbone.features)
     else:
         backbone = _generic_ssd_backbone(
             manifest,

@@ -157,12 +157,13 @@ def _block_out_channels(block: nn.Module) -> int:
     return int(last_conv.out_channels)
 
 
-def vgg_ssd_extractor(name: str, *, weights: str | None, in_chans: int, trainable: int | None) -> nn.Module:
+def vgg_ssd_extractor(name: str, *, weights: str | None, pretrained: bool, in_chans: int, trainable: int | None) -> nn.Module:
     """Build torchvision's SSD300 feature extractor on VGG `name`.
 
     `trainable` counts VGG's five convolution stages from the deepest
-    (0 to 5); None trains all five without backbone weights and four with
-    them, as torchvision does.
+    (0 to 5); None trains four when the manifest names pretrained weights
+    (`pretrained`, whether or not `weights` are loaded now) and all five
+    otherwise, as torchvision does.
     """
     from torchvision.models.detection.ssd import SSDFeatureExtractorVGG
 
@@ -172,7 +173,7 @@ def vgg_ssd_extractor(name: str, *, weights: str | None, in_chans: int, trainabl
     features = vgg.features
     stage_starts = [0] + [i for i, layer in enumerate(features) if isinstance(layer, nn.MaxPool2d)][:-1]
     if trainable is None:
-        trainable = VGG_DEFAULT_TRAINABLE if weights is not None else len(stage_starts)
+        trainable = VGG_DEFAULT_TRAINABLE if pretrained else len(stage_starts)
     _check_trainable(trainable, len(stage_starts), f"torchvision {name}")
     freeze_before = len(features) if trainable == 0 else stage_starts[len(stage_starts) - trainable]
     for layer in features[:freeze_before]:
@@ -187,17 +188,24 @@ def ssdlite_norm_layer() -> Callable[..., nn.Module]:
 
 
 def mobilenet_ssdlite_extractor(
-    name: str, *, weights: str | None, in_chans: int, trainable: int | None, norm_layer: Callable[..., nn.Module]
+    name: str,
+    *,
+    weights: str | None,
+    reduced_tail: bool,
+    in_chans: int,
+    trainable: int | None,
+    norm_layer: Callable[..., nn.Module],
 ) -> nn.Module:
     """Build torchvision's SSDLite feature extractor on MobileNetV3 `name`.
 
-    Without backbone weights the backbone has MobileNetV3's reduced tail and
-    a normal(0, 0.03) initialisation, as in torchvision's builder.
+    torchvision gives the backbone MobileNetV3's reduced tail exactly when no
+    backbone weights are named, so the caller derives `reduced_tail` from the
+    manifest, not from whether `weights` are loaded now. Without weights the
+    convolutions get torchvision's normal(0, 0.03) initialisation.
     `trainable` counts MobileNet stages from the deepest; None trains all.
     """
     from torchvision.models.detection.ssdlite import SSDLiteFeatureExtractorMobileNet
 
-    reduced_tail = weights is None
     mobilenet = create_torchvision_classifier(name, weights, norm_layer=norm_layer, reduced_tail=reduced_tail)
     if weights is None:
         for layer in mobilenet.modules():
