@@ -21,8 +21,14 @@ def meta_forward(module: nn.Module, *args: Tensor) -> object:
         name: torch.empty_like(tensor, device="meta")
         for name, tensor in [*module.named_parameters(), *module.named_buffers()]
     }
-    with torch.no_grad():
-        return functional_call(module, state, args, strict=False, tie_weights=False)
+    # Eval mode: BatchNorm in train mode takes a much slower path on meta tensors.
+    training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            return functional_call(module, state, args, strict=False, tie_weights=False)
+    finally:
+        module.train(training)
 
 
 @contextlib.contextmanager
