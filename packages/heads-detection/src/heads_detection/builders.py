@@ -177,7 +177,7 @@ def _generic_ssd_backbone(
         keep_last=2,
         expand_single_stride=False,
     )
-    channels = measure_maps(body, manifest.backbone.in_chans, size).channels[-1]
+    channels = body.channels[-1]
     blocks = []
     for out_channels in extra_channels:
         blocks.append(make_block(channels, out_channels))

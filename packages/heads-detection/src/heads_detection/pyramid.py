@@ -14,7 +14,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from heads_core import create_feature_backbone
@@ -23,9 +23,12 @@ from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .freezing import freeze_batchnorm, freeze_leading_stages, parameter_stages
+from .freezing import check_trainable, eval_mode, freeze_batchnorm, freeze_leading_stages, parameter_stages
 from .manifest import DetectionBackboneSpec
 from .torchvision_backbones import RESNET_DEFAULT_TRAINABLE, RESNET_PREFIXES, resnet_fpn_backbone
+
+if TYPE_CHECKING:
+    from heads_core._backbones import FeatureBackbone
 
 __all__ = [
     "FeaturePyramidBackbone",
@@ -60,8 +63,8 @@ class PyramidLayout:
 
 def measure_maps(module: nn.Module, in_chans: int, size: Sequence[int]) -> PyramidLayout:
     """Run `module` on the meta device and describe the maps it returns (a list or an ordered dict)."""
-    # Two images, so batch norms in training mode accept 1x1 maps.
-    outputs = meta_forward(module, torch.empty(2, in_chans, *size, device="meta"))
+    with eval_mode(module):
+        outputs = meta_forward(module, torch.empty(1, in_chans, *size, device="meta"))
     if isinstance(outputs, dict):
         names, maps = list(outputs.keys()), list(outputs.values())
     else:
@@ -76,12 +79,16 @@ class SimpleFeaturePyramid(nn.Module):
     Backbones with a single stride (ViT) give one map. A transposed
     convolution doubles its resolution and max pooling halves it, so the
     feature pyramid network above gets three levels, as in ViTDet.
+
+    Attributes:
+        channels: channels of the three returned maps.
     """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.upsample = nn.ConvTranspose2d(channels, max(1, channels // 2), kernel_size=2, stride=2)
         self.downsample = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
+        self.channels = [self.upsample.out_channels, channels, channels]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         return [self.upsample(x), x, self.downsample(x)]
@@ -93,13 +100,16 @@ class SelectedFeatures(nn.Module):
     Attributes:
         selected: indices into the feature backbone's outputs.
         pyramid: a `SimpleFeaturePyramid` made from the last selected map, or None.
+        channels: channels of the returned maps, from the feature backbone's measured channels.
     """
 
-    def __init__(self, features: nn.Module, selected: Sequence[int], pyramid: nn.Module | None) -> None:
+    def __init__(self, features: FeatureBackbone, selected: Sequence[int], pyramid: SimpleFeaturePyramid | None) -> None:
         super().__init__()
         self.features = features
         self.selected = list(selected)
         self.pyramid = pyramid
+        chosen = [features.channels[i] for i in self.selected]
+        self.channels = list(pyramid.channels) if pyramid is not None else chosen
 
     def forward(self, x: Tensor) -> list[Tensor]:
         maps = self.features(x)
@@ -166,14 +176,17 @@ def build_selected_features(
     else:
         selected = _default_selection(strides, min_stride, keep_last)
 
-    stages = parameter_stages(features, spec.in_chans, measure_size)
+    # Each returned level is one stage; tracing which parameters each stage
+    # owns costs a forward pass, so it runs only when something is frozen.
     if spec.trainable_layers is not None:
         trainable = spec.trainable_layers
     elif pretrained:
-        trainable = sum(1 for s in strides if s >= DEFAULT_TRAINABLE_MIN_STRIDE) or len(stages)
+        trainable = sum(1 for s in strides if s >= DEFAULT_TRAINABLE_MIN_STRIDE) or len(strides)
     else:
-        trainable = len(stages)
-    freeze_leading_stages(features, stages, trainable)
+        trainable = len(strides)
+    check_trainable(trainable, len(strides))
+    if trainable < len(strides):
+        freeze_leading_stages(features, parameter_stages(features, spec.in_chans, measure_size), trainable)
     return SelectedFeatures(features, selected, pyramid)
 
 
@@ -247,6 +260,5 @@ def build_fpn_backbone(
         body = build_selected_features(
             spec, weights=weights, pretrained=pretrained, measure_size=measure_size, min_stride=min_stride
         )
-        body_layout = measure_maps(body, spec.in_chans, measure_size)
-        module = FeaturePyramidBackbone(body, body_layout.channels, out_channels, _extra_blocks(extra, out_channels))
+        module = FeaturePyramidBackbone(body, body.channels, out_channels, _extra_blocks(extra, out_channels))
     return module, measure_maps(module, spec.in_chans, measure_size)
