@@ -22,13 +22,15 @@ def meta_forward(module: nn.Module, *args: Tensor) -> object:
         for name, tensor in [*module.named_parameters(), *module.named_buffers()]
     }
     # Eval mode: BatchNorm in train mode takes a much slower path on meta tensors.
-    training = module.training
+    # Each submodule's flag is restored, since some keep parts in eval mode on purpose.
+    modes = [(child, child.training) for child in module.modules()]
     module.eval()
     try:
         with torch.no_grad():
             return functional_call(module, state, args, strict=False, tie_weights=False)
     finally:
-        module.train(training)
+        for child, training in modes:
+            child.training = training
 
 
 @contextlib.contextmanager
