@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .architectures import ARCHITECTURES, Architecture
 from .manifest import DetectionBackboneSpec, DetectionManifest, DetectionPreprocess, DetectorManifest, InstanceSegmentationManifest
-from .models import ZooFasterRCNN, ZooFCOS, ZooMaskRCNN, ZooRetinaNet, ZooSSD, check_images, check_targets
+from .models import DetectorChecks, ZooFasterRCNN, ZooFCOS, ZooMaskRCNN, ZooRetinaNet, ZooSSD, check_images, check_targets
 from .pyramid import (
     FeaturePyramidBackbone,
     PyramidLayout,
@@ -35,6 +35,7 @@ __all__ = [
     "DetectionBackboneSpec",
     "DetectionManifest",
     "DetectionPreprocess",
+    "DetectorChecks",
     "DetectorManifest",
     "FeaturePyramidBackbone",
     "InstanceSegmentationManifest",
