@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 
 import torch
-from heads_core import build_model, checkpoint_filename, load_manifest, load_model, save_model
+from heads_core import (
+    build_model,
+    checkpoint_filename,
+    load_manifest,
+    load_model,
+    save_model,
+)
 
 FOLDERS = ("zoo-manifests/detection", "zoo-manifests/instance_segmentation")
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from heads_core import build_model, canonical_json, inspect_checkpoint, load_model, save_model
+from heads_core import (
+    build_model,
+    canonical_json,
+    inspect_checkpoint,
+    load_model,
+    save_model,
+)
 from heads_core.checkpoint import read_header
 
 from .conftest import ALL_ARCHITECTURES, sample_images, small_manifest

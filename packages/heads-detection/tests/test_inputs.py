@@ -6,7 +6,13 @@ import pytest
 import torch
 from heads_core import build_model
 
-from .conftest import ALL_ARCHITECTURES, sample_images, sample_targets, small_manifest, task_of
+from .conftest import (
+    ALL_ARCHITECTURES,
+    sample_images,
+    sample_targets,
+    small_manifest,
+    task_of,
+)
 
 
 def _train_model(architecture: str, **fields: object) -> torch.nn.Module:

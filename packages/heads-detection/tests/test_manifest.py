@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from .conftest import manifest_data, small_manifest
 from heads_core import ManifestError, canonical_json, validate_manifest
 from heads_detection import DetectionManifest, InstanceSegmentationManifest
+
+from .conftest import manifest_data, small_manifest
 
 
 def test_task_selects_manifest_class() -> None:

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from heads_core import WeightsNotFoundError, adapt_input_conv, build_model, load_model, save_model
+from heads_core import (
+    WeightsNotFoundError,
+    adapt_input_conv,
+    build_model,
+    load_model,
+    save_model,
+)
 from heads_core.checkpoint import read_header
 from torchvision.models import detection
 from torchvision.ops.misc import FrozenBatchNorm2d

@@ -15,8 +15,23 @@ predicts label ids 1..num_classes.
 from __future__ import annotations
 
 from .architectures import ARCHITECTURES, Architecture
-from .manifest import DetectionBackboneSpec, DetectionManifest, DetectionPreprocess, DetectorManifest, InstanceSegmentationManifest
-from .models import DetectorChecks, ZooFasterRCNN, ZooFCOS, ZooMaskRCNN, ZooRetinaNet, ZooSSD, check_images, check_targets
+from .manifest import (
+    DetectionBackboneSpec,
+    DetectionManifest,
+    DetectionPreprocess,
+    DetectorManifest,
+    InstanceSegmentationManifest,
+)
+from .models import (
+    DetectorChecks,
+    ZooFasterRCNN,
+    ZooFCOS,
+    ZooMaskRCNN,
+    ZooRetinaNet,
+    ZooSSD,
+    check_images,
+    check_targets,
+)
 from .pyramid import (
     FeaturePyramidBackbone,
     PyramidLayout,

@@ -8,10 +8,14 @@ can run it with parameters on the meta device and get the same modules.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 from torch import nn
-from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
+from torchvision.models.detection.anchor_utils import (
+    AnchorGenerator,
+    DefaultBoxGenerator,
+)
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.ssd import SSDHead
@@ -21,9 +25,25 @@ from torchvision.ops import MultiScaleRoIAlign
 from .freezing import freeze_batchnorm, set_frozen_batchnorm_eps
 from .manifest import DetectorManifest
 from .models import ZooFasterRCNN, ZooFCOS, ZooMaskRCNN, ZooRetinaNet, ZooSSD
-from .pyramid import MEASURE_SIZE, PyramidLayout, build_fpn_backbone, build_selected_features, measure_maps
-from .ssd import SSD_EXTRA_CHANNELS, SSDLITE_EXTRA_CHANNELS, SSDFeatureExtractor, ssd_extra_block, ssdlite_extra_block
-from .torchvision_backbones import mobilenet_ssdlite_extractor, ssdlite_norm_layer, vgg_ssd_extractor
+from .pyramid import (
+    MEASURE_SIZE,
+    PyramidLayout,
+    build_fpn_backbone,
+    build_selected_features,
+    measure_maps,
+)
+from .ssd import (
+    SSD_EXTRA_CHANNELS,
+    SSDLITE_EXTRA_CHANNELS,
+    SSDFeatureExtractor,
+    ssd_extra_block,
+    ssdlite_extra_block,
+)
+from .torchvision_backbones import (
+    mobilenet_ssdlite_extractor,
+    ssdlite_norm_layer,
+    vgg_ssd_extractor,
+)
 
 __all__ = [
     "build_detector",
@@ -91,7 +111,7 @@ def _is_pretrained(manifest: DetectorManifest) -> bool:
 def _check_consecutive(layout: PyramidLayout, count: int, manifest: DetectorManifest) -> None:
     """R-CNN's RoI pooling maps boxes to levels assuming each level doubles the stride of the one before."""
     strides = layout.strides[:count]
-    if any(b != 2 * a for a, b in zip(strides, strides[1:])):
+    if any(b != 2 * a for a, b in pairwise(strides)):
         raise ValueError(
             f"backbone.levels {manifest.backbone.levels} give strides {strides}, but {manifest.architecture}'s RoI "
             "pooling needs consecutive levels whose strides double; choose consecutive levels such as [1, 2, 3]"

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from heads_core.plugins import BuildResult, TaskPlugin
 
-from .manifest import DetectionManifest, DetectorManifest, InstanceSegmentationManifest, is_weight_file
+from .manifest import (
+    DetectionManifest,
+    DetectorManifest,
+    InstanceSegmentationManifest,
+    is_weight_file,
+)
 
 if TYPE_CHECKING:
     from PIL import Image

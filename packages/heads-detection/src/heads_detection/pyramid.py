@@ -20,12 +20,26 @@ import torch
 from heads_core import create_feature_backbone
 from heads_core._meta import meta_forward
 from torch import Tensor, nn
-from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import (
+    FeaturePyramidNetwork,
+    LastLevelMaxPool,
+    LastLevelP6P7,
+)
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .freezing import check_trainable, eval_mode, freeze_batchnorm, freeze_leading_stages, parameter_stages
+from .freezing import (
+    check_trainable,
+    eval_mode,
+    freeze_batchnorm,
+    freeze_leading_stages,
+    parameter_stages,
+)
 from .manifest import DetectionBackboneSpec
-from .torchvision_backbones import RESNET_DEFAULT_TRAINABLE, RESNET_PREFIXES, resnet_fpn_backbone
+from .torchvision_backbones import (
+    RESNET_DEFAULT_TRAINABLE,
+    RESNET_PREFIXES,
+    resnet_fpn_backbone,
+)
 
 if TYPE_CHECKING:
     from heads_core._backbones import FeatureBackbone

@@ -122,11 +122,12 @@ def _zoo_checkpoint_state(path: str, manifest: DetectorManifest) -> dict[str, Te
         return None
     earlier = load_model(path)
     previous = earlier.manifest
-    if not isinstance(previous, DetectorManifest):
+    if previous.task not in ("detection", "instance_segmentation"):
         raise ValueError(
             f"weights {path} is a zoo checkpoint of task {previous.task!r}; full-model weights must come from a "
             f"detection or instance_segmentation checkpoint of architecture {manifest.architecture!r}"
         )
+    assert isinstance(previous, DetectorManifest)
     ours, theirs = manifest.backbone, previous.backbone
     if previous.architecture != manifest.architecture or (theirs.source, theirs.name) != (ours.source, ours.name):
         raise ValueError(
