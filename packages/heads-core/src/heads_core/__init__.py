@@ -19,10 +19,18 @@ from ._api import (
     load_model,
     save_model,
 )
-from ._backbones import create_backbone, create_feature_backbone, replace_first_conv
+from ._backbones import FeatureBackbone, create_backbone, create_feature_backbone, replace_first_conv
+from ._meta import meta_forward, parameters_on_meta
 from ._reading import load_manifest, manifest_json_schema, read_manifest_data, validate_manifest
 from ._tasks import TaskType, get_head_for_task
-from ._weights import adapt_input_conv, read_state_dict
+from ._weights import (
+    adapt_input_conv,
+    is_weight_file,
+    key_mismatch_message,
+    read_state_dict,
+    strip_known_prefix,
+    torchvision_cache_file,
+)
 from .errors import CheckpointError, ManifestError, MissingDependencyError, WeightsNotFoundError, ZooError
 from .heads import AnomalyHead, ClassificationHead, RegressionHead
 from .manifest import (
@@ -33,6 +41,7 @@ from .manifest import (
     Preprocess,
     RegressionManifest,
     canonical_json,
+    default_preprocess,
 )
 from .plugins import BuildResult, TaskPlugin, get_plugin, installed_plugins
 
@@ -46,6 +55,7 @@ __all__ = [
     "CheckpointError",
     "ClassificationHead",
     "ClassificationManifest",
+    "FeatureBackbone",
     "LoadedModel",
     "ManifestBase",
     "ManifestError",
@@ -63,16 +73,23 @@ __all__ = [
     "checkpoint_filename",
     "create_backbone",
     "create_feature_backbone",
+    "default_preprocess",
     "get_head_for_task",
     "get_plugin",
     "inspect_checkpoint",
     "installed_plugins",
+    "is_weight_file",
+    "key_mismatch_message",
     "load_manifest",
     "load_model",
     "manifest_json_schema",
+    "meta_forward",
+    "parameters_on_meta",
     "read_manifest_data",
     "read_state_dict",
     "replace_first_conv",
     "save_model",
+    "strip_known_prefix",
+    "torchvision_cache_file",
     "validate_manifest",
 ]

@@ -12,7 +12,7 @@ import difflib
 import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -450,6 +450,7 @@ def create_feature_backbone(
     in_chans: int = 3,
     levels: Sequence[int] | None = None,
     input_size: tuple[int, int] | None = None,
+    timm_kwargs: Mapping[str, object] | None = None,
 ) -> FeatureBackbone:
     """Build a backbone that returns one NCHW map per stride level.
 
@@ -457,12 +458,14 @@ def create_feature_backbone(
         levels: which stride levels to return, counted from 0 at the finest
             level the backbone has; None returns every level.
         input_size: the size used to measure channels and strides.
+        timm_kwargs: extra `timm.create_model` arguments for a timm backbone,
+            such as `dynamic_img_size=True` or `output_stride=16`.
 
     The returned module's `channels` and `strides` describe its outputs.
     """
     size = input_size or (timm_input_size(name) if source == "timm" else DEFAULT_INPUT_SIZE)
     if source == "timm":
-        kwargs: dict[str, object] = {"features_only": True}
+        kwargs: dict[str, object] = {"features_only": True, **(timm_kwargs or {})}
         if levels is not None:
             kwargs["out_indices"] = tuple(levels)
         model = _create_timm(name, weights, in_chans, **kwargs)

@@ -63,6 +63,8 @@ def read_manifest_data(path: str | Path) -> dict[str, Any]:
     """Read the raw mapping of a manifest file, before validation."""
     path = Path(path)
     source = str(path)
+    if not path.exists():
+        raise ManifestError(source, [ManifestProblem("", "no such file or folder; check the path")])
     if path.suffix not in MANIFEST_SUFFIXES:
         raise ManifestError(source, [ManifestProblem("", f"unknown manifest type {path.suffix!r}; use one of {', '.join(MANIFEST_SUFFIXES)}")])
     try:
