@@ -140,7 +140,9 @@ def test_example_runs_end_to_end(tmp_path):
 
 @pytest.mark.heavy
 def test_example_reaches_target_iou(tmp_path):
-    result = run(sys.executable, str(EXAMPLE), "--require-iou", "0.7", "--out", str(tmp_path), cwd=tmp_path)
+    # One thread, as in the measurement ORIENTED.md reports; two threads on two busy cores ran several times slower.
+    command = (sys.executable, str(EXAMPLE), "--threads", "1", "--require-iou", "0.7", "--out", str(tmp_path))
+    result = run(*command, cwd=tmp_path)
     assert result.returncode == 0, result.stderr + result.stdout
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["mean_rotated_iou"] > 0.7

@@ -22,7 +22,7 @@ def test_square_turned_ninety_degrees_is_at_minimum():
     assert float(predicted.grad.abs().max()) < 1e-9
     for change in ([1.0, 0, 0, 0, 0], [0, 0, 1.0, 0, 0], [0, 0, 0, -1.0, 0]):
         moved = predicted.detach() + torch.tensor([change], dtype=torch.float64)
-        assert float(kld_box_loss(moved, target)) > float(loss)
+        assert float(kld_box_loss(moved, target)) > float(loss.detach())
 
 
 def test_three_descriptions_of_one_box_cost_the_same():

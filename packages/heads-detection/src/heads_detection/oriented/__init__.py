@@ -22,7 +22,7 @@ from .geometry import (
 )
 from .head import OrientedDetectionHead
 from .iou import batched_rotated_nms, elementwise_rotated_iou, pairwise_rotated_iou, rotated_nms
-from .loss import kld_box_loss
+from .loss import angle_loss, kld_box_loss
 from .models import OrientedDetector, OrientedFCOS, OrientedRetinaNet
 from .plugin import ORIENTED_DETECTION, OrientedDetectionManifest, build_oriented_detector
 from .synthetic import SyntheticRectangles
@@ -36,6 +36,7 @@ __all__ = [
     "OrientedFCOS",
     "OrientedRetinaNet",
     "SyntheticRectangles",
+    "angle_loss",
     "batched_rotated_nms",
     "boxes_from_torchvision",
     "boxes_to_polygons",
