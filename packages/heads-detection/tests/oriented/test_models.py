@@ -93,7 +93,7 @@ def test_train_without_objects(detector):
     empty = {"boxes": torch.zeros(0, 5), "labels": torch.zeros(0, dtype=torch.int64)}
     losses = detector([torch.rand(3, 64, 64)], [empty])
     assert float(losses["classification"].detach()) > 0
-    assert float(losses["bbox_regression"]) == 0.0
+    assert float(losses["bbox_regression"].detach()) == 0.0
 
 
 @pytest.mark.parametrize("label", [0, 3, -1])
