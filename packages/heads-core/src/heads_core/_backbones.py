@@ -468,7 +468,13 @@ def create_feature_backbone(
         kwargs: dict[str, object] = {"features_only": True, **(timm_kwargs or {})}
         if levels is not None:
             kwargs["out_indices"] = tuple(levels)
-        model = _create_timm(name, weights, in_chans, **kwargs)
+        try:
+            model = _create_timm(name, weights, in_chans, **kwargs)
+        except IndexError as error:
+            available = len(_create_timm(name, None, in_chans, features_only=True).feature_info)
+            raise ValueError(
+                f"feature levels {list(levels or [])} do not exist in {name}; it has levels 0 to {available - 1}"
+            ) from error
         maps = meta_forward(model, torch.empty(1, in_chans, *size, device="meta"))
         declared = model.feature_info.channels()
         nhwc = str(getattr(model, "output_fmt", "NCHW")) == "NHWC" or (
