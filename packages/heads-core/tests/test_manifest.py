@@ -159,3 +159,11 @@ def test_broken_plugin_only_breaks_its_task(monkeypatch):
         assert "no_such_module_xyz" in text
     finally:
         heads_core.plugins._load.cache_clear()
+
+
+def test_key_with_line_break_stays_one_line():
+    data = manifest_data(preprocess={" \x85": None})
+    error = _problems(data)
+    lines = str(error).splitlines()
+    assert len(lines) == len(error.problems)
+    assert "preprocess.' \\x85': unknown key" in str(error)

@@ -108,7 +108,9 @@ def _format_location(loc: tuple[Any, ...]) -> str:
         elif isinstance(item, str) and item.startswith(("function-", "constrained-")):
             continue
         else:
-            parts.append(("." if parts else "") + str(item))
+            # A key with control or line-break characters is quoted, so one problem stays one line.
+            text = str(item) if str(item).isprintable() else repr(str(item))
+            parts.append(("." if parts else "") + text)
     return "".join(parts)
 
 
