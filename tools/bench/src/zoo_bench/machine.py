@@ -31,6 +31,14 @@ def _memory_bytes() -> int | None:
     return None
 
 
+def load_average() -> list[float] | None:
+    """Return the 1, 5 and 15 minute load averages of the machine, or None where the OS has none."""
+    try:
+        return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
 def describe_machine() -> dict[str, Any]:
     """Return CPU count and model, memory, OS, Python and the versions of the measured packages."""
     versions = {}

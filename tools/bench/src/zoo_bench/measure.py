@@ -19,7 +19,11 @@ RESET_PEAK_RSS = "5"
 
 
 def alternate(
-    steps: Mapping[str, Callable[[], Any]], rounds: int, warmup: int = 1, repeats: int = 1
+    steps: Mapping[str, Callable[[], Any]],
+    rounds: int,
+    warmup: int = 1,
+    repeats: int = 1,
+    after: Callable[[], Any] | None = None,
 ) -> dict[str, list[float]]:
     """Time every step once per round and return each step's seconds, round by round.
 
@@ -28,7 +32,8 @@ def alternate(
     above 1, a round runs the steps that many times in turn and keeps each
     step's fastest time, which drops the runs that other processes slowed
     down. What a step returns is dropped and garbage-collected outside the
-    timed region. `warmup` rounds run first and are not recorded.
+    timed region, and `after`, when given, runs there too, after every step.
+    `warmup` rounds run first and are not recorded.
     """
     names = list(steps)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -38,6 +43,8 @@ def alternate(
         for _ in range(repeats):
             for name in names[shift:] + names[:shift]:
                 fastest[name] = min(fastest[name], _timed(steps[name]))
+                if after is not None:
+                    after()
         if index >= warmup:
             for name in names:
                 samples[name].append(fastest[name])

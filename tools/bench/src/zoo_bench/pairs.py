@@ -169,18 +169,20 @@ def measure_build(case: ModelCase, rounds: int, workdir: Path) -> dict[str, Any]
     built = workdir / f"{case.key}.build.safetensors"
     written = workdir / f"{case.key}.write.bin"
 
-    def build() -> Any:
-        model = build_and_save(manifest, built)
-        return model
-
-    def write() -> None:
-        _plain_write(data, written)
-
-    try:
-        samples = alternate({"build": build, "constructor": lambda: build_anchor(case.anchor), "write": write}, rounds)
-    finally:
+    def remove_outputs() -> None:
+        # Each step writes a new file: replacing one would add the time to free the old file's blocks.
         built.unlink(missing_ok=True)
         written.unlink(missing_ok=True)
+
+    steps = {
+        "build": lambda: build_and_save(manifest, built),
+        "constructor": lambda: build_anchor(case.anchor),
+        "write": lambda: _plain_write(data, written),
+    }
+    try:
+        samples = alternate(steps, rounds, after=remove_outputs)
+    finally:
+        remove_outputs()
     return {"checkpoint_bytes": len(data), "samples": samples, "threads": torch.get_num_threads()}
 
 

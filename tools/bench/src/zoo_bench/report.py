@@ -54,7 +54,11 @@ def _machine_line(report: dict[str, Any]) -> str:
     machine = report["machine"]
     memory = f"{machine['memory_bytes'] / 2**30:.1f} GiB RAM" if machine["memory_bytes"] else "RAM unknown"
     versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
-    return f"{machine['cpus']} CPUs ({machine['cpu_model']}), {memory}, Python {machine['python']}; {versions}"
+    line = f"{machine['cpus']} CPUs ({machine['cpu_model']}), {memory}, Python {machine['python']}; {versions}"
+    start, end = machine.get("load_average_start"), machine.get("load_average_end")
+    if start and end:
+        line += f"; 1-minute load average {start[0]:.1f} at the start, {end[0]:.1f} at the end"
+    return line
 
 
 def render(report: dict[str, Any], markdown: bool = False) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import cases as case_table
 from .cases import ModelCase
-from .machine import describe_machine
+from .machine import describe_machine, load_average
 from .rows import (
     ERROR,
     FAIL,
@@ -192,6 +192,7 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] | None = None) 
     if unknown:
         raise ValueError(f"unknown groups {sorted(unknown)}; choose from {', '.join(GROUPS)}")
     started = time.perf_counter()
+    load_at_start = load_average()
     workdir = settings.workdir or Path(tempfile.mkdtemp(prefix="zoo-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     run = Run(settings, workdir, log or (lambda message: print(message, file=sys.stderr, flush=True)))
@@ -217,7 +218,7 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] | None = None) 
             shutil.rmtree(workdir, ignore_errors=True)
     return {
         "format": 1,
-        "machine": describe_machine(),
+        "machine": {**describe_machine(), "load_average_start": load_at_start, "load_average_end": load_average()},
         "settings": {**asdict(settings), "manifests": str(settings.manifests or ""), "workdir": str(workdir)},
         "rows": [row.to_json() for row in run.rows],
         **run.extra,
