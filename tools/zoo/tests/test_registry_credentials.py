@@ -32,7 +32,7 @@ def docker_config(tmp_path: Path):
 
 @pytest.fixture
 def helper_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Install a docker-credential-NAME program that answers for one server."""
+    """Install a docker-credential-NAME program that returns credentials for one server."""
 
     def install(name: str, server: str, username: str, secret: str) -> None:
         folder = tmp_path / "helpers"

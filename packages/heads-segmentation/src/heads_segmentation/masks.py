@@ -45,7 +45,7 @@ def decode_mask(encoded: dict[str, Any]) -> np.ndarray:
     with Image.open(io.BytesIO(base64.b64decode(encoded["data"]))) as image:
         mask = np.asarray(image).astype(np.int64)
     if mask.shape != (encoded["height"], encoded["width"]):
-        raise ValueError(f"the mask data is {mask.shape[1]}x{mask.shape[0]} but the header says {encoded['width']}x{encoded['height']}")
+        raise ValueError(f"the mask data is {mask.shape[1]}x{mask.shape[0]} but the header gives {encoded['width']}x{encoded['height']}")
     return mask
 
 

@@ -98,7 +98,7 @@ class SegmentationModel(nn.Module):
     """A segmentation network in torchvision's convention.
 
     Input: images of shape (N, in_chans, H, W), normalised as the manifest's
-    `preprocess` says; H and W are free. Output: an ordered dict with "out",
+    `preprocess` section specifies; H and W are free. Output: an ordered dict with "out",
     the class logits of shape (N, num_classes, H, W), and, when the model has
     an auxiliary classifier, "aux" of the same shape. Softmax over dim 1 gives
     class probabilities, argmax the mask.

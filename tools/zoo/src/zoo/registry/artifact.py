@@ -54,7 +54,7 @@ TASK = "zoo.task"
 FORMAT = "zoo.format"
 
 # Distribution registries commonly cap manifests at 4 MiB; zoo manifests are
-# about 1 KiB. The config blob holds a zoo manifest, which heads-core caps at
+# about 1 KiB. The config blob contains a zoo manifest, which heads-core caps at
 # 1 MiB as a file; the canonical JSON of a valid one stays well below 16 MiB.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_CONFIG_BYTES = 16 * 1024 * 1024

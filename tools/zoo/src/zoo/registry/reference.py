@@ -1,4 +1,4 @@
-"""References: which registry holds an artifact, and which artifact it is.
+"""References: which registry contains an artifact, and which artifact it is.
 
 A reference takes one of these forms:
 
