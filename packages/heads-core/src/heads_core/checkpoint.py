@@ -24,6 +24,7 @@ import json
 import os
 import struct
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,28 +153,53 @@ def write_checkpoint(path: str | Path, state: Mapping[str, Tensor], metadata: Ma
     header_bytes += b" " * (-(8 + len(header_bytes)) % ALIGNMENT)
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    chunks = _chunks(header_bytes, [tensors[name] for name in order])
     digest = hashlib.sha256()
+    # hashlib releases the interpreter lock on large buffers, so the digest is
+    # computed on a second core while this thread writes and waits for fsync.
+    hashing = threading.Thread(target=_hash_all, args=(digest, chunks), name="checkpoint-sha256", daemon=True)
+    hashing.start()
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as file:
-            for chunk in (struct.pack("<Q", len(header_bytes)), header_bytes):
-                file.write(chunk)
-                digest.update(chunk)
-            for name in order:
-                data = tensors[name].detach().to("cpu").contiguous()
-                if data.numel() == 0:
-                    continue
-                chunk = memoryview(data.view(-1).view(torch.uint8).numpy())
-                file.write(chunk)
-                digest.update(chunk)
-            file.flush()
+        with os.fdopen(fd, "wb", buffering=0) as file:
+            for chunk in chunks:
+                _write_all(file, chunk)
             os.fsync(file.fileno())
         os.chmod(temporary, _default_file_mode())  # mkstemp creates files readable by the owner only
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    finally:
+        hashing.join()
     return digest.hexdigest()
+
+
+def _chunks(header_bytes: bytes, tensors: list[Tensor]) -> list[memoryview | bytes]:
+    """Return the file's bytes in order: header length, header, then each tensor's data.
+
+    Tensors on the CPU that are contiguous are viewed, not copied; others are
+    copied once and held until the file is written.
+    """
+    chunks: list[memoryview | bytes] = [struct.pack("<Q", len(header_bytes)), header_bytes]
+    for tensor in tensors:
+        data = tensor.detach().to("cpu").contiguous()
+        if data.numel() > 0:
+            chunks.append(memoryview(data.view(-1).view(torch.uint8).numpy()))
+    return chunks
+
+
+def _hash_all(digest: Any, chunks: list[memoryview | bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
+
+
+def _write_all(file: Any, chunk: memoryview | bytes) -> None:
+    """Write every byte of `chunk`; an unbuffered write may take only part of it."""
+    view = memoryview(chunk).cast("B")
+    while view:
+        written = file.write(view)
+        view = view[written:]
 
 
 def _default_file_mode() -> int:
