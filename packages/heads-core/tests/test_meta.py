@@ -147,3 +147,117 @@ def test_write_checkpoint_returns_the_files_sha256(tmp_path):
     path = tmp_path / "hashed.safetensors"
     digest = write_checkpoint(path, state, {"zoo.format": "1"})
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest(backbone: dict, **fields):
+    from heads_core import validate_manifest
+
+    data = {"name": "replay", "version": "1.0.0", "task": "classification", "backbone": backbone, "num_classes": 3, **fields}
+    return validate_manifest(data, "<replay test>")
+
+
+REPLAY_BACKBONES = [
+    pytest.param({"source": "timm", "name": "test_vit"}, id="timm-test-vit"),
+    pytest.param({"source": "timm", "name": "swin_tiny_patch4_window7_224"}, id="timm-swin-tiny"),
+    pytest.param({"source": "torchvision", "name": "resnet18"}, id="torchvision-resnet18"),
+]
+
+
+@pytest.fixture
+def count_measurements(monkeypatch):
+    from heads_core import _meta
+
+    calls = []
+    original = _meta._run_on_meta
+
+    def counted(module, args):
+        calls.append(type(module).__name__)
+        return original(module, args)
+
+    monkeypatch.setattr(_meta, "_run_on_meta", counted)
+    return calls
+
+
+def _save_built(tmp_path, manifest, *, with_shapes: bool = True):
+    from heads_core import build_model, save_model
+
+    result = build_model(manifest)
+    assert result.measured_shapes, "the build recorded no measurement"
+    path = tmp_path / "replay.safetensors"
+    save_model(result.model, manifest, path, result.reinitialized, result.measured_shapes if with_shapes else None)
+    return result.model, path
+
+
+def _same_outputs(built, loaded, size=(2, 3, 64, 64)):
+    inputs = torch.randn(size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(built(inputs), loaded(inputs))
+
+
+@pytest.mark.parametrize("backbone", REPLAY_BACKBONES)
+def test_load_replays_the_builds_shapes_without_measuring(tmp_path, backbone, count_measurements):
+    from heads_core import load_model
+
+    manifest = _manifest(backbone)
+    built, path = _save_built(tmp_path, manifest)
+    count_measurements.clear()
+    loaded = load_model(path).model
+    assert count_measurements == []
+    size = (2, 3, *manifest.preprocess.input_size) if manifest.preprocess.input_size else (2, 3, 64, 64)
+    _same_outputs(built, loaded, size)
+
+
+def _with_metadata(path, tmp_path, **changes):
+    from heads_core.checkpoint import read_header, read_tensors
+
+    header = read_header(path)
+    metadata = {**header.metadata, **changes}
+    target = tmp_path / "edited.safetensors"
+    write_checkpoint(target, {name: t.clone() for name, t in read_tensors(header).items()}, metadata)
+    return target
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"zoo.versions": '{"torch":"0.0.1"}'}, id="other-versions"),
+        pytest.param({"zoo.measured_shapes": "[[\"0123\", {\"tensor\": [[1], [1], \"float32\"]}]]"}, id="other-module"),
+        pytest.param({"zoo.measured_shapes": '{"not": "a list"}'}, id="not-a-list"),
+        pytest.param({"zoo.measured_shapes": "[[1, 2, 3]]"}, id="malformed-entry"),
+        pytest.param({"zoo.measured_shapes": "[nonsense"}, id="not-json"),
+    ],
+)
+def test_load_measures_again_when_the_record_does_not_apply(tmp_path, changes, count_measurements):
+    from heads_core import load_model
+
+    manifest = _manifest({"source": "timm", "name": "test_vit"})
+    built, path = _save_built(tmp_path, manifest)
+    edited = _with_metadata(path, tmp_path, **changes)
+    count_measurements.clear()
+    loaded = load_model(edited).model
+    assert count_measurements, "the load did not measure"
+    _same_outputs(built, loaded, (2, 3, 160, 160))
+
+
+def test_checkpoint_without_shapes_loads_by_measuring(tmp_path, count_measurements):
+    from heads_core import load_model
+    from heads_core.checkpoint import read_header
+
+    manifest = _manifest({"source": "torchvision", "name": "resnet18"})
+    built, path = _save_built(tmp_path, manifest, with_shapes=False)
+    assert "zoo.measured_shapes" not in read_header(path).metadata
+    count_measurements.clear()
+    _same_outputs(built, load_model(path).model)
+    assert count_measurements
+
+
+def test_unrecordable_outputs_leave_no_record():
+    from heads_core._meta import recording_shapes
+
+    class Odd(nn.Module):
+        def forward(self, x):
+            return {"sizes": x.shape}
+
+    with recording_shapes() as record:
+        meta_forward(Odd(), torch.empty(1, 3, device="meta"))
+    assert not record.complete

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -13,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._meta import parameters_on_meta
+from ._meta import parameters_on_meta, recording_shapes, replaying_shapes
 from ._reading import load_manifest, validate_manifest
 from ._weights import key_mismatch_message, strip_known_prefix
 from .checkpoint import FORMAT_VERSION, CheckpointHeader, read_header, read_tensors, write_checkpoint
@@ -35,6 +37,7 @@ class LoadedModel:
     header: CheckpointHeader
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
     found = {}
     for package in _VERSIONED:
@@ -62,14 +65,17 @@ def build_model(manifest: ManifestBase | str | Path, *, weights_dir: str | Path 
         weights_dir = weights_dir or Path(manifest).parent
         manifest = load_manifest(manifest)
     plugin = get_plugin(manifest.task)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), recording_shapes() as record:
         torch.manual_seed(manifest.seed)
         result = plugin.build(manifest, weights_dir=Path(weights_dir) if weights_dir else None, load_weights=True)
     result.model.eval()
+    result.measured_shapes = record.calls if record.complete else None
     return result
 
 
-def checkpoint_metadata(manifest: ManifestBase, reinitialized: list[str]) -> dict[str, str]:
+def checkpoint_metadata(
+    manifest: ManifestBase, reinitialized: list[str], measured_shapes: list[Any] | None = None
+) -> dict[str, str]:
     """Return the `__metadata__` strings of a checkpoint for `manifest`."""
     manifest_json = canonical_json(manifest)
     outputs = get_plugin(manifest.task).describe_outputs(manifest)
@@ -77,7 +83,7 @@ def checkpoint_metadata(manifest: ManifestBase, reinitialized: list[str]) -> dic
     def compact(value: Any) -> str:
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
-    return {
+    metadata = {
         "zoo.format": FORMAT_VERSION,
         "zoo.manifest": manifest_json,
         "zoo.manifest_sha256": hashlib.sha256(manifest_json.encode()).hexdigest(),
@@ -86,11 +92,30 @@ def checkpoint_metadata(manifest: ManifestBase, reinitialized: list[str]) -> dic
         "zoo.versions": compact(_versions()),
         "zoo.reinitialized": compact(sorted(reinitialized)),
     }
+    if measured_shapes is not None:
+        metadata["zoo.measured_shapes"] = compact(measured_shapes)
+    return metadata
 
 
-def save_model(model: nn.Module, manifest: ManifestBase, path: str | Path, reinitialized: list[str] | None = None) -> str:
-    """Write `model` and `manifest` as a zoo checkpoint; return the file's sha256."""
-    metadata = checkpoint_metadata(manifest, reinitialized or [])
+def save_model(
+    model: nn.Module,
+    manifest: ManifestBase,
+    path: str | Path,
+    reinitialized: list[str] | None = None,
+    measured_shapes: list[Any] | None = None,
+) -> str:
+    """Write `model` and `manifest` as a zoo checkpoint; return the file's sha256.
+
+    Args:
+        model: the built model.
+        manifest: the manifest it was built from.
+        path: the file to write, replaced atomically.
+        reinitialized: `BuildResult.reinitialized`.
+        measured_shapes: `BuildResult.measured_shapes`; loading a checkpoint
+            that has them skips the shape measurement of the build, as long
+            as the same library versions are installed.
+    """
+    metadata = checkpoint_metadata(manifest, reinitialized or [], measured_shapes)
     return write_checkpoint(path, model.state_dict(), metadata)
 
 
@@ -197,7 +222,7 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
     header = read_header(path)
     manifest = _checked_manifest(header)
     plugin = get_plugin(manifest.task)
-    with parameters_on_meta():
+    with parameters_on_meta(), _stored_shapes(header):
         model = plugin.build(manifest, weights_dir=None, load_weights=False).model
     tensors = expand_aliases(header, read_tensors(header))
     assign_state(model, tensors, path)
@@ -209,6 +234,21 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
         model.to(device)
     model.eval()
     return LoadedModel(model, manifest, header)
+
+
+def _stored_shapes(header: CheckpointHeader) -> contextlib.AbstractContextManager[None]:
+    """Replay the checkpoint's measured shapes when they were measured with the libraries installed now."""
+    metadata = header.metadata
+    if "zoo.measured_shapes" not in metadata:
+        return contextlib.nullcontext()
+    try:
+        same_versions = json.loads(metadata.get("zoo.versions", "null")) == _versions()
+        calls = json.loads(metadata["zoo.measured_shapes"])
+    except json.JSONDecodeError:
+        same_versions = False
+    if not same_versions:
+        return contextlib.nullcontext()
+    return replaying_shapes(calls)
 
 
 def _meta_buffer_modules(model: nn.Module) -> list[nn.Module]:

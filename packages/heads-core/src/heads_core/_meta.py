@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import contextvars
+import hashlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -128,7 +132,24 @@ def meta_forward(module: nn.Module, *args: Tensor) -> object:
     Every parameter and buffer is swapped for a meta tensor of the same shape
     for the duration of the call, so the module's own tensors are untouched
     and no arithmetic runs. `args` must already be on the meta device.
+
+    Inside `recording_shapes`, the outputs' shapes are recorded; inside
+    `replaying_shapes`, a recorded call with the same module structure and
+    inputs returns meta tensors of the recorded shapes without running.
     """
+    recording, replaying = _RECORDING.get(), _REPLAYING.get()
+    key = _call_key(module, args) if recording is not None or replaying is not None else ""
+    if replaying is not None:
+        replayed = replaying.next_outputs(key)
+        if replayed is not None:
+            return replayed
+    outputs = _run_on_meta(module, args)
+    if recording is not None:
+        recording.add(key, outputs)
+    return outputs
+
+
+def _run_on_meta(module: nn.Module, args: tuple[Tensor, ...]) -> object:
     state = {
         name: torch.empty_like(tensor, device="meta")
         for name, tensor in [*module.named_parameters(), *module.named_buffers()]
@@ -143,6 +164,131 @@ def meta_forward(module: nn.Module, *args: Tensor) -> object:
     finally:
         for child, training in modes:
             child.training = training
+
+
+def _call_key(module: nn.Module, args: tuple[Tensor, ...]) -> str:
+    """Return a digest of the module's class, tensor names and shapes, and the inputs' shapes."""
+    parts = [f"{type(module).__module__}.{type(module).__qualname__}"]
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        parts.append(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}")
+    parts.extend(f"input:{tuple(arg.shape)}:{arg.dtype}" for arg in args)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+class _NotRecordable(Exception):
+    """A meta forward returned something the record cannot describe."""
+
+
+# Containers a record describes, by exact type; subclasses such as named tuples are not recorded.
+_CONTAINER_KINDS: dict[type, str] = {list: "list", tuple: "tuple", dict: "dict", collections.OrderedDict: "ordered_dict"}
+_DTYPES_BY_NAME = {str(dtype).removeprefix("torch."): dtype for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.bool)}
+
+
+def _describe(value: object) -> Any:
+    """Return a JSON-ready description of tensors in (nested) lists, tuples and string-keyed dicts."""
+    if isinstance(value, Tensor):
+        dtype = str(value.dtype).removeprefix("torch.")
+        if dtype not in _DTYPES_BY_NAME:
+            raise _NotRecordable(f"dtype {value.dtype}")
+        return {"tensor": [list(value.shape), list(value.stride()), dtype]}
+    kind = _CONTAINER_KINDS.get(type(value))
+    if kind in ("list", "tuple"):
+        return {kind: [_describe(item) for item in value]}  # type: ignore[attr-defined]
+    if kind is not None and all(isinstance(key, str) for key in value):  # type: ignore[attr-defined]
+        return {kind: [[key, _describe(item)] for key, item in value.items()]}  # type: ignore[attr-defined]
+    raise _NotRecordable(type(value).__name__)
+
+
+def _rebuild(description: Any) -> object:
+    """Turn `_describe`'s output back into meta tensors; raise ValueError when it is malformed."""
+    if not isinstance(description, dict) or len(description) != 1:
+        raise ValueError("an entry must be an object with one key")
+    (kind, content), = description.items()
+    if kind == "tensor":
+        shape, stride, dtype = content
+        if dtype not in _DTYPES_BY_NAME or len(shape) != len(stride) or not all(isinstance(n, int) and n >= 0 for n in [*shape, *stride]):
+            raise ValueError("malformed tensor entry")
+        return torch.empty_strided(shape, stride, dtype=_DTYPES_BY_NAME[dtype], device="meta")
+    if kind in ("list", "tuple") and isinstance(content, list):
+        items = [_rebuild(item) for item in content]
+        return items if kind == "list" else tuple(items)
+    if kind in ("dict", "ordered_dict") and isinstance(content, list):
+        pairs = [(str(key), _rebuild(item)) for key, item in content]
+        return dict(pairs) if kind == "dict" else collections.OrderedDict(pairs)
+    raise ValueError(f"unknown entry kind {kind!r}")
+
+
+@dataclass
+class _Recording:
+    """The meta forwards of one build, in call order, as `[key, outputs]` pairs."""
+
+    calls: list[list[Any]] = field(default_factory=list)
+    complete: bool = True
+
+    def add(self, key: str, outputs: object) -> None:
+        try:
+            self.calls.append([key, _describe(outputs)])
+        except _NotRecordable:
+            self.complete = False
+
+
+@dataclass
+class _Replay:
+    """Recorded calls handed out in order while each key matches the next call's."""
+
+    calls: list[Any]
+    position: int = 0
+    broken: bool = False
+
+    def next_outputs(self, key: str) -> object | None:
+        if self.broken or self.position >= len(self.calls):
+            return None
+        try:
+            recorded_key, description = self.calls[self.position]
+            outputs = _rebuild(description) if recorded_key == key else None
+        except (ValueError, TypeError, RuntimeError):
+            outputs = None
+        if outputs is None:
+            self.broken = True  # measure this call and every later one
+            return None
+        self.position += 1
+        return outputs
+
+
+_RECORDING: contextvars.ContextVar[_Recording | None] = contextvars.ContextVar("heads_core_recording", default=None)
+_REPLAYING: contextvars.ContextVar[_Replay | None] = contextvars.ContextVar("heads_core_replaying", default=None)
+
+
+@contextlib.contextmanager
+def recording_shapes() -> Iterator[_Recording]:
+    """Record the outputs of every `meta_forward` call inside the block.
+
+    The yielded record's `calls` are JSON-ready. Its `complete` is False when
+    a call returned something that cannot be recorded, and such a record
+    must not be replayed.
+    """
+    record = _Recording()
+    token = _RECORDING.set(record)
+    try:
+        yield record
+    finally:
+        _RECORDING.reset(token)
+
+
+@contextlib.contextmanager
+def replaying_shapes(calls: Any) -> Iterator[None]:
+    """Answer `meta_forward` calls inside the block from a record of the same build.
+
+    Calls are matched in order by a digest of the module's structure and
+    inputs. At the first call that does not match, or when `calls` is
+    malformed, measuring takes over for the rest of the block.
+    """
+    replay = _Replay(calls if isinstance(calls, list) else [], broken=not isinstance(calls, list))
+    token = _REPLAYING.set(replay)
+    try:
+        yield
+    finally:
+        _REPLAYING.reset(token)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,9 @@ share storage written once. The header's `__metadata__` contains strings:
 - `zoo.reinitialized` (JSON list): tensors initialised anew while adapting
   pretrained weights
 - `zoo.aliases` (JSON object): tensor names that share another tensor's data
+- `zoo.measured_shapes` (JSON list, optional): the output shapes of the
+  build's meta-device measurements, replayed by loads under the same
+  `zoo.versions` so that loading does not measure again
 
 Writing is deterministic (sorted header, fixed tensor order, no timestamps or
 paths) and atomic (a temporary file in the same folder, then a rename).

@@ -37,10 +37,19 @@ __all__ = ["ENTRY_POINT_GROUP", "BuildResult", "TaskPlugin", "get_plugin", "inst
 
 @dataclass
 class BuildResult:
-    """A freshly built model and the tensors initialised anew while adapting pretrained weights."""
+    """A freshly built model and what the build found out about it.
+
+    Attributes:
+        model: the model, in eval mode.
+        reinitialized: tensors initialised anew while adapting pretrained weights.
+        measured_shapes: the record of the build's `meta_forward` calls, which
+            `save_model` stores so that loading skips measuring again; None
+            when the build could not record them.
+    """
 
     model: nn.Module
     reinitialized: list[str] = field(default_factory=list)
+    measured_shapes: list[Any] | None = None
 
 
 class TaskPlugin:

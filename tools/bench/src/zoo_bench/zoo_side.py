@@ -43,8 +43,7 @@ def build_and_save(manifest: Any, path: Path) -> Any:
 
     result = build_model(manifest)
     # Pass on everything the build returns that save_model accepts, as `zoo build` does.
-    extra = {"measured_shapes": result.measured_shapes} if hasattr(result, "measured_shapes") else {}
-    save_model(result.model, manifest, path, result.reinitialized, **extra)
+    save_model(result.model, manifest, path, result.reinitialized, result.measured_shapes)
     return result.model
 
 

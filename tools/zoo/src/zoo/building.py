@@ -77,7 +77,7 @@ def build_one(source: str, out: str, previous: LockEntry | None = None) -> Outco
     try:
         result = build_model(manifest, weights_dir=path.parent)
         target = out_dir / name
-        checkpoint_hash = save_model(result.model, manifest, target, result.reinitialized)
+        checkpoint_hash = save_model(result.model, manifest, target, result.reinitialized, result.measured_shapes)
     except (ZooError, ValueError, TypeError, RuntimeError, OSError) as error:
         return Outcome(source, "failed", name, time.perf_counter() - started, message=f"{source}: {error}")
     stat = target.stat()
