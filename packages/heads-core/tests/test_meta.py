@@ -45,6 +45,15 @@ CALLS = [
     pytest.param(aten.gelu.default, lambda: (_permuted(2, 3, 5),), id="gelu-permuted"),
     pytest.param(aten.gelu.default, lambda: (_channels_last(2, 3, 5, 5),), id="gelu-channels-last"),
     pytest.param(aten.roll.default, lambda: (_permuted(2, 7, 7), [3, 3], [1, 2]), id="roll-permuted"),
+    pytest.param(aten.add.Tensor, lambda: (torch.empty(2, 49, 96, device="meta"), torch.empty(2, 49, 96, device="meta")), id="add"),
+    pytest.param(aten.add.Tensor, lambda: (torch.empty(2, 49, 96, device="meta"), torch.empty(96, device="meta")), id="add-broadcast"),
+    pytest.param(aten.add.Tensor, lambda: (_permuted(2, 49, 96), _permuted(2, 49, 96)), id="add-permuted"),
+    pytest.param(aten.mul.Tensor, lambda: (torch.empty(4, 5, device="meta"), torch.empty(4, 5, device="meta", dtype=torch.float16)), id="mul-promoted"),
+    pytest.param(aten.mul.Tensor, lambda: (torch.empty(4, 5, device="meta"), torch.empty(4, 5, device="meta")), id="mul"),
+    pytest.param(aten.mul.Scalar, lambda: (torch.empty(4, 5, device="meta"), 0.125), id="mul-scalar"),
+    pytest.param(aten.mul.Scalar, lambda: (torch.empty(4, 5, device="meta", dtype=torch.int64), 0.5), id="mul-scalar-integer"),
+    pytest.param(aten._safe_softmax.default, lambda: (torch.empty(2, 3, 49, 49, device="meta"), -1), id="safe-softmax"),
+    pytest.param(aten._safe_softmax.default, lambda: (torch.empty(2, 3, 49, 49, device="meta"), -1, torch.float16), id="safe-softmax-dtype"),
 ]
 
 

@@ -90,6 +90,14 @@ def _contiguous_like_input(input: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     return torch.empty(tuple(input.shape), dtype=input.dtype, device="meta")
 
 
+def _elementwise(input: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    return torch.empty(tuple(input.shape), dtype=input.dtype, device="meta")
+
+
+def _softmax(input: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
+    return torch.empty(tuple(input.shape), dtype=dtype or input.dtype, device="meta")
+
+
 # Shape rules for the operators whose meta kernels are slow Python
 # decompositions. Each rule returns the shapes, dtypes and memory layout that
 # the CPU kernel returns for the arguments an eval-mode forward passes.
@@ -101,6 +109,10 @@ _SHAPE_RULES: dict[Any, Callable[..., Any]] = {
     aten.addmm.default: _addmm,
     aten.gelu.default: _same_as_input,
     aten.roll.default: _contiguous_like_input,
+    aten.add.Tensor: _elementwise,
+    aten.mul.Tensor: _elementwise,
+    aten.mul.Scalar: _elementwise,
+    aten._safe_softmax.default: _softmax,
 }
 
 
@@ -123,6 +135,17 @@ def _applies(func: Any, args: tuple) -> bool:
     if func is aten.addmm.default:
         first, second = args[1], args[2]
         return first.dim() == 2 and second.dim() == 2 and first.dtype == second.dtype == args[0].dtype
+    if func in (aten.add.Tensor, aten.mul.Tensor):
+        # Only the plain case: no broadcasting, no type promotion, contiguous operands.
+        return (
+            len(tensors) == 2
+            and tensors[0].shape == tensors[1].shape
+            and tensors[0].dtype == tensors[1].dtype
+            and all(t.is_contiguous() for t in tensors)
+        )
+    if func in (aten.mul.Scalar, aten._safe_softmax.default):
+        # A Python number keeps a floating-point tensor's dtype.
+        return args[0].is_contiguous() and args[0].is_floating_point() and isinstance(args[1], (int, float))
     return True
 
 

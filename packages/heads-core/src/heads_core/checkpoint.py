@@ -22,6 +22,7 @@ paths) and atomic (a temporary file in the same folder, then a rename).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -165,6 +166,7 @@ def write_checkpoint(path: str | Path, state: Mapping[str, Tensor], metadata: Ma
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "wb", buffering=0) as file:
+            _reserve(fd, sum(memoryview(chunk).nbytes for chunk in chunks))
             for chunk in chunks:
                 _write_all(file, chunk)
             os.fsync(file.fileno())
@@ -190,6 +192,21 @@ def _chunks(header_bytes: bytes, tensors: list[Tensor]) -> list[memoryview | byt
         if data.numel() > 0:
             chunks.append(memoryview(data.view(-1).view(torch.uint8).numpy()))
     return chunks
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate the file's blocks before writing.
+
+    A full disk then fails here, before any data is written, and the file
+    system allocates the blocks in one go instead of while flushing.
+    """
+    if size == 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
 
 
 def _hash_all(digest: Any, chunks: list[memoryview | bytes]) -> None:
