@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from heads_core import create_feature_backbone
 
@@ -23,3 +24,27 @@ def test_timm_options_reach_the_model():
     backbone = create_feature_backbone("timm", "vit_small_patch16_224", timm_kwargs={"dynamic_img_size": True})
     maps = backbone(torch.randn(1, 3, 160, 224))
     assert maps[-1].shape[-2:] == (10, 14)
+
+
+@pytest.mark.parametrize("name", ["test_convnext", "test_convnext2", "test_mambaout"])
+def test_timm_head_norm_applied_after_pooling(name):
+    """A ConvNeXt classifier rebuilt from its pretrained head gives timm's outputs."""
+    import timm
+
+    from heads_core import ClassificationHead
+    from heads_core._backbones import create_backbone
+
+    torch.manual_seed(0)
+    reference = timm.create_model(name, num_classes=5).eval()
+    trunk, channels, _ = create_backbone("timm", name)
+    assert trunk.layout == "pooled"
+    trunk.model.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith("head.fc.")})
+    head = ClassificationHead(channels, 5)
+    head.fc.load_state_dict(reference.head.fc.state_dict())
+    model = nn.Sequential(trunk, head).eval()
+    inputs = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference(inputs)
+        actual = model(inputs)
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)

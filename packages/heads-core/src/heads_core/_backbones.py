@@ -145,7 +145,15 @@ def _tokens_to_map(tokens: Tensor, image_size: tuple[int, int], prefix_tokens: i
 
 
 class TimmTrunk(nn.Module):
-    """A timm model without its classifier; `forward` returns `forward_features` as NCHW."""
+    """A timm model without its classifier; `forward` returns `forward_features` as NCHW.
+
+    Layouts: "NCHW", "NHWC" and "NLC" (tokens) describe what
+    `forward_features` returns. "pooled" is for models whose classifier
+    normalises after global pooling (ConvNeXt's head, for example): there
+    `forward` returns the model's pre-logits features as an (N, C, 1, 1) map,
+    so a head's pooling leaves them unchanged and its linear layer gets the
+    same input as timm's classifier.
+    """
 
     def __init__(self, model: nn.Module, layout: str) -> None:
         super().__init__()
@@ -154,6 +162,8 @@ class TimmTrunk(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         features = self.model.forward_features(x)
+        if self.layout == "pooled":
+            return self.model.forward_head(features, pre_logits=True)[:, :, None, None]
         if self.layout == "NHWC":
             return features.permute(0, 3, 1, 2)
         if self.layout == "NLC":
@@ -245,7 +255,23 @@ class PretrainedClassifier:
     bias: Tensor | None
 
 
+def _normalizes_after_pooling(model: nn.Module) -> bool:
+    """Tell whether a timm model's classifier head pools, then normalises.
+
+    timm's NormMlpClassifierHead (ConvNeXt) and ClNormMlpClassifierHead
+    (MambaOut, channels-last) do so; both may add a hidden layer after the norm.
+    """
+    head = getattr(model, "head", None)
+    norm = getattr(head, "norm", None)
+    pools = hasattr(head, "global_pool") or hasattr(head, "pool_type")
+    return pools and isinstance(norm, nn.Module) and not isinstance(norm, nn.Identity)
+
+
 def _timm_layout(model: nn.Module, size: tuple[int, int], in_chans: int) -> tuple[str, int]:
+    if _normalizes_after_pooling(model):
+        pooled = meta_forward(TimmTrunk(model, "pooled"), torch.empty(1, in_chans, *size, device="meta"))
+        assert isinstance(pooled, Tensor)
+        return "pooled", pooled.shape[1]
     features = meta_forward(_ForwardFeatures(model), torch.empty(1, in_chans, *size, device="meta"))
     assert isinstance(features, Tensor)
     declared = getattr(model, "output_fmt", None)
@@ -421,7 +447,8 @@ def create_backbone(
         model had one after global average pooling and weights were loaded.
     """
     if source == "timm":
-        model = _create_timm(name, weights, in_chans)
+        # Without weights there is no classifier to keep, so timm need not build one.
+        model = _create_timm(name, weights, in_chans, **({} if weights else {"num_classes": 0}))
         classifier = model.pretrained_cfg.get("classifier") if weights else None
         if isinstance(classifier, (list, tuple)):
             classifier = classifier[0]

@@ -136,12 +136,14 @@ def _applies(func: Any, args: tuple) -> bool:
         first, second = args[1], args[2]
         return first.dim() == 2 and second.dim() == 2 and first.dtype == second.dtype == args[0].dtype
     if func in (aten.add.Tensor, aten.mul.Tensor):
-        # Only the plain case: no broadcasting, no type promotion, contiguous operands.
+        # Only the plain case: contiguous operands of one dtype, where the first
+        # operand has the broadcast shape, so the output is laid out like it.
         return (
             len(tensors) == 2
-            and tensors[0].shape == tensors[1].shape
+            and isinstance(args[1], Tensor)
             and tensors[0].dtype == tensors[1].dtype
             and all(t.is_contiguous() for t in tensors)
+            and torch.broadcast_shapes(tensors[0].shape, tensors[1].shape) == tensors[0].shape
         )
     if func in (aten.mul.Scalar, aten._safe_softmax.default):
         # A Python number keeps a floating-point tensor's dtype.
@@ -156,7 +158,7 @@ def meta_forward(module: nn.Module, *args: Tensor) -> object:
     for the duration of the call, so the module's own tensors are untouched
     and no arithmetic runs. `args` must already be on the meta device.
 
-    Inside `recording_shapes`, the outputs' shapes are recorded; inside
+    Inside `recording_shapes`, the outputs' shapes are recorded. Inside
     `replaying_shapes`, a recorded call with the same module structure and
     inputs returns meta tensors of the recorded shapes without running.
     """
