@@ -109,7 +109,7 @@ MODELS = [
 
 
 @pytest.mark.parametrize(("make", "size"), MODELS)
-def test_meta_forward_gives_the_shapes_of_a_real_forward(make, size):
+def test_meta_forward_matches_real_shapes(make, size):
     with parameters_on_meta():
         model = make()
     real_model = make().eval()
@@ -241,7 +241,7 @@ def _with_metadata(path, tmp_path, **changes):
         pytest.param({"zoo.measured_shapes": "[nonsense"}, id="not-json"),
     ],
 )
-def test_load_measures_again_when_the_record_does_not_apply(tmp_path, changes, count_measurements):
+def test_load_remeasures_unusable_record(tmp_path, changes, count_measurements):
     from heads_core import load_model
 
     manifest = _manifest({"source": "timm", "name": "test_vit"})

@@ -149,9 +149,9 @@ class TimmTrunk(nn.Module):
 
     Layouts: "NCHW", "NHWC" and "NLC" (tokens) describe what
     `forward_features` returns. "pooled" is for models whose classifier
-    normalises after global pooling (ConvNeXt's head, for example): there
-    `forward` returns the model's pre-logits features as an (N, C, 1, 1) map,
-    so a head's pooling leaves them unchanged and its linear layer gets the
+    normalises after global pooling, such as ConvNeXt's head. For those,
+    `forward` returns the model's pre-logits features as an (N, C, 1, 1) map.
+    A head's pooling leaves that map unchanged, so its linear layer gets the
     same input as timm's classifier.
     """
 

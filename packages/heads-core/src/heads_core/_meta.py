@@ -302,7 +302,7 @@ def recording_shapes() -> Iterator[_Recording]:
 
 @contextlib.contextmanager
 def replaying_shapes(calls: Any) -> Iterator[None]:
-    """Answer `meta_forward` calls inside the block from a record of the same build.
+    """Return recorded outputs for `meta_forward` calls inside the block, from a record of the same build.
 
     Calls are matched in order by a digest of the module's structure and
     inputs. At the first call that does not match, or when `calls` is
