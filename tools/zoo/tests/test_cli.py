@@ -49,6 +49,23 @@ def test_help_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
+def test_build_two_workers_loads_checkpoints(manifests, tmp_path):
+    out = tmp_path / "out"
+    result = zoo("build", str(manifests), "--out", str(out), "-j", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("built") == 2
+    code = (
+        "import sys, heads_core\n"
+        "for path in sys.argv[1:]:\n"
+        "    print(type(heads_core.load_model(path).model).__name__)\n"
+    )
+    paths = sorted(str(p) for p in out.glob("*.safetensors"))
+    assert len(paths) == 2
+    loaded = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=600)
+    assert loaded.returncode == 0, loaded.stderr
+    assert len(loaded.stdout.split()) == 2
+
+
 def test_build_then_up_to_date(manifests, tmp_path):
     out = tmp_path / "out"
     first = zoo("build", str(manifests), "--out", str(out))

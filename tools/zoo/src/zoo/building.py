@@ -6,7 +6,9 @@ confirmed without importing torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -152,13 +154,21 @@ def _run_pending(pending: list[Path], out: Path, lock: dict[str, LockEntry], job
             yield build_one(str(source), str(out), previous[str(source)])
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_limit_threads, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_start_worker, initargs=(threads,)) as pool:
         futures = [pool.submit(build_one, str(s), str(out), previous[str(s)]) for s in pending]
         for future in as_completed(futures):
             yield future.result()
 
 
-def _limit_threads(threads: int) -> None:
+def _start_worker(threads: int) -> None:
+    """Set the worker's torch threads and import the model libraries.
+
+    The imports happen here, so each manifest's reported time covers its
+    own build and not the worker's first import of timm or torchvision.
+    """
     import torch
 
     torch.set_num_threads(threads)
+    for library in ("torchvision", "timm", "heads_core"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(library)
