@@ -58,12 +58,11 @@ class _SkipMetaWrites(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _dense_like(tensor: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:
+def _dense_like(tensor: Tensor) -> Tensor:
     """Return a meta tensor laid out as a CPU kernel lays out its output for `tensor`."""
-    shape = tuple(tensor.shape) if shape is None else shape
     channels_last = tensor.dim() == 4 and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last)
-    layout = torch.channels_last if channels_last and len(shape) == 4 else torch.contiguous_format
-    return torch.empty(shape, dtype=tensor.dtype, device="meta", memory_format=layout)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(tuple(tensor.shape), dtype=tensor.dtype, device="meta", memory_format=layout)
 
 
 def _batch_norm(input: Tensor, *args: Any) -> tuple[Tensor, Tensor, Tensor]:
@@ -90,10 +89,6 @@ def _contiguous_like_input(input: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     return torch.empty(tuple(input.shape), dtype=input.dtype, device="meta")
 
 
-def _elementwise(input: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-    return torch.empty(tuple(input.shape), dtype=input.dtype, device="meta")
-
-
 def _softmax(input: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
     return torch.empty(tuple(input.shape), dtype=dtype or input.dtype, device="meta")
 
@@ -109,9 +104,9 @@ _SHAPE_RULES: dict[Any, Callable[..., Any]] = {
     aten.addmm.default: _addmm,
     aten.gelu.default: _same_as_input,
     aten.roll.default: _contiguous_like_input,
-    aten.add.Tensor: _elementwise,
-    aten.mul.Tensor: _elementwise,
-    aten.mul.Scalar: _elementwise,
+    aten.add.Tensor: _contiguous_like_input,
+    aten.mul.Tensor: _contiguous_like_input,
+    aten.mul.Scalar: _contiguous_like_input,
     aten._safe_softmax.default: _softmax,
 }
 
