@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._deferred import deferred_initialisation
 from ._meta import parameters_on_meta, recording_shapes, replaying_shapes
 from ._reading import load_manifest, validate_manifest
 from ._weights import key_mismatch_message, strip_known_prefix
@@ -65,7 +66,7 @@ def build_model(manifest: ManifestBase | str | Path, *, weights_dir: str | Path 
         weights_dir = weights_dir or Path(manifest).parent
         manifest = load_manifest(manifest)
     plugin = get_plugin(manifest.task)
-    with torch.random.fork_rng(devices=[]), recording_shapes() as record:
+    with torch.random.fork_rng(devices=[]), recording_shapes() as record, deferred_initialisation():
         torch.manual_seed(manifest.seed)
         result = plugin.build(manifest, weights_dir=Path(weights_dir) if weights_dir else None, load_weights=True)
     result.model.eval()

@@ -1,0 +1,237 @@
+"""Model construction that skips initialisations a later write overwrites.
+
+Library constructors often initialise a parameter twice: `nn.Linear` and
+`nn.Conv2d` fill their weights in `reset_parameters`, and the model's own
+init function then fills them again (timm's `trunc_normal_`, torchvision's
+`kaiming_normal_`). Loading pretrained weights overwrites them a third time.
+Only the last write survives, but every one of them costs a pass over the
+tensor, and random fills are the bulk of a constructor's time.
+
+`deferred_initialisation` holds back in-place writes to parameters created
+inside the block and runs them when their values are needed: when another
+operator reads the parameter, or when the block ends. A write that replaces
+every element (a random fill, `fill_`, `zero_`, `copy_`) drops the writes
+held back before it. Reads are seen at the operator level, so any code
+observes the values that running every write in order gives. Only the random
+numbers differ, because skipped fills draw none.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from ._meta import _writes_first_argument
+
+# In-place operators whose result does not depend on the tensor's previous values.
+_REPLACING = frozenset(
+    {"uniform_", "normal_", "fill_", "zero_", "random_", "exponential_", "log_normal_", "cauchy_", "geometric_", "bernoulli_", "copy_"}
+)
+
+# One held-back write: the operator, its arguments (the first is the written view) and keyword arguments.
+_Write = tuple[Any, tuple, dict]
+
+
+def _storage_key(tensor: Tensor) -> int | None:
+    if tensor.device.type != "cpu" or tensor.numel() == 0:
+        return None
+    return tensor.untyped_storage().data_ptr()
+
+
+def _covers_storage(tensor: Tensor) -> bool:
+    """Tell whether writing every element of `tensor` writes every byte of its storage."""
+    return (
+        tensor.storage_offset() == 0
+        and tensor.is_contiguous()
+        and tensor.numel() * tensor.element_size() == tensor.untyped_storage().nbytes()
+    )
+
+
+# Operators that read their inputs' shapes, dtypes and devices but no values.
+_METADATA_ONLY = frozenset(
+    {
+        "empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "randint_like",
+        "new_empty", "new_empty_strided", "new_zeros", "new_ones", "new_full",
+    }
+)
+
+
+def _reads_no_values(func: torch._ops.OpOverload) -> bool:
+    """Tell whether an operator only makes views of its inputs or reads their metadata."""
+    if func.overloadpacket.__name__ in _METADATA_ONLY:
+        return True
+    returns = func._schema.returns
+    return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+
+
+class _DeferWrites(TorchDispatchMode):
+    """Hold back in-place writes to tracked parameter storages until they are read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Tracked storages by data pointer, each with a parameter that keeps it
+        # alive (so the pointer cannot be reused) and its held-back writes.
+        self.owners: dict[int, Tensor] = {}
+        self.pending: dict[int, list[_Write]] = {}
+        # True while held-back writes run from outside __torch_dispatch__,
+        # where they pass through this mode again and must not be held back.
+        self.replaying = False
+
+    def track(self, param: Tensor) -> None:
+        key = _storage_key(param)
+        if key is not None and key not in self.owners:
+            self.owners[key] = param
+            self.pending[key] = []
+
+    def flush(self, key: int) -> None:
+        writes = self.pending.get(key)
+        if not writes:
+            return
+        self.pending[key] = []
+        self.replaying, replaying = True, self.replaying
+        try:
+            _run(writes)
+        finally:
+            self.replaying = replaying
+
+    def flush_all(self) -> None:
+        """Run every held-back write, spreading the tensors over torch's CPU threads.
+
+        Each tensor's random fills draw from a generator of its own, seeded
+        from one draw of torch's generator plus the tensor's position in
+        registration order. The values then depend on the seed alone, not on
+        which thread fills which tensor first.
+        """
+        lists = [writes for writes in self.pending.values() if writes]
+        self.pending = {key: [] for key in self.pending}
+        if not lists:
+            return
+        base = int(torch.randint(0, 2**62, ()).item())
+        serial, parallel = [], []
+        for index, writes in enumerate(lists):
+            if any(kwargs.get("generator") is not None for _, _, kwargs in writes):
+                serial.append(writes)  # a caller's own generator is drawn from in order
+            else:
+                parallel.append(_with_generator(writes, base + index))
+        for writes in serial:
+            _run(writes)
+        workers = min(torch.get_num_threads(), len(parallel))
+        if workers <= 1:
+            for writes in parallel:
+                _run(writes)
+            return
+        largest_first = sorted(parallel, key=lambda writes: -writes[0][1][0].numel())
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="heads-core-init") as pool:
+            for _ in pool.map(_run, largest_first):
+                pass
+
+    def _tracked_keys(self, values: Any) -> set[int]:
+        keys = set()
+        for leaf in tree_leaves(values):
+            if isinstance(leaf, Tensor):
+                key = _storage_key(leaf)
+                if key in self.owners:
+                    keys.add(key)  # type: ignore[arg-type]
+        return keys
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if self.replaying or (args and isinstance(args[0], Tensor) and args[0].device.type == "meta") or _reads_no_values(func):
+            return func(*args, **kwargs)  # meta tensors (shape measurement) and views read no values
+        target_key = None
+        if args and isinstance(args[0], Tensor) and _writes_first_argument(func):
+            target_key = _storage_key(args[0])
+            if target_key not in self.owners:
+                target_key = None
+        others = self._tracked_keys((args[1:], kwargs)) if target_key is not None else self._tracked_keys((args, kwargs))
+        replaces = target_key is not None and func.overloadpacket.__name__ in _REPLACING and _covers_storage(args[0])
+        if target_key is not None and replaces and target_key not in others:
+            self.pending[target_key] = []  # every earlier write is overwritten
+        if target_key is not None and not others and not any(isinstance(v, Tensor) for v in tree_leaves((args[1:], kwargs))):
+            self.pending[target_key].append((func, args, kwargs))
+            return args[0]
+        for key in others | ({target_key} if target_key is not None else set()):
+            self.flush(key)
+        return func(*args, **kwargs)
+
+
+_RANDOM_NAMES = frozenset({"uniform_", "normal_", "random_", "exponential_", "log_normal_", "cauchy_", "geometric_", "bernoulli_"})
+
+
+def _with_generator(writes: list[_Write], seed: int) -> list[_Write]:
+    """Give every random fill of one tensor's writes the same new generator, seeded with `seed`."""
+    if not any(func.overloadpacket.__name__ in _RANDOM_NAMES for func, _, _ in writes):
+        return writes
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        (func, args, {**kwargs, "generator": generator}) if func.overloadpacket.__name__ in _RANDOM_NAMES else (func, args, kwargs)
+        for func, args, kwargs in writes
+    ]
+
+
+def _run(writes: list[_Write]) -> None:
+    with torch.no_grad():
+        for func, args, kwargs in writes:
+            func(*args, **kwargs)
+
+
+_DIRECT_READS = ("tolist", "numpy", "__array__", "__reduce_ex__")
+
+
+@contextlib.contextmanager
+def deferred_initialisation() -> Iterator[None]:
+    """Construct models inside the block with their parameters' dead writes skipped.
+
+    Parameters registered inside the block are tracked. In-place writes to
+    them whose other arguments are not tensors are held back until an
+    operator reads the parameter or the block ends. A write that replaces
+    every element drops the ones held back before it. Values read through
+    operators, `tolist()`, `numpy()`, `__array__` and pickling are up to date;
+    code that reads a parameter's memory through `data_ptr()` inside the
+    block sees stale values.
+
+    Random fills draw from torch's generator when they run, so a model built
+    inside the block has other random values than one built outside it with
+    the same seed; two builds inside the block with the same seed agree.
+    """
+    mode = _DeferWrites()
+    original = nn.Module.register_parameter
+
+    def register_tracked(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(self, name, param)
+        registered = self._parameters.get(name)
+        if registered is not None:
+            mode.track(registered)
+
+    def flushing_first(method: Any) -> Any:
+        def read(tensor: Tensor, *args: Any, **kwargs: Any) -> Any:
+            key = _storage_key(tensor)
+            if key in mode.owners:
+                mode.flush(key)  # type: ignore[arg-type]
+            return method(tensor, *args, **kwargs)
+
+        return read
+
+    # Tensor methods that read values without going through an operator.
+    saved = {name: torch.Tensor.__dict__.get(name) for name in _DIRECT_READS}
+    nn.Module.register_parameter = register_tracked  # type: ignore[method-assign]
+    for name in _DIRECT_READS:
+        setattr(torch.Tensor, name, flushing_first(getattr(torch.Tensor, name)))
+    try:
+        with mode:
+            yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+        for name, method in saved.items():
+            if method is None:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, method)
+    mode.flush_all()
