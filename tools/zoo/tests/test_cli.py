@@ -99,6 +99,27 @@ def test_reformatted_manifest_is_not_rebuilt(manifests, tmp_path):
     assert again.stdout.count("up to date") == 2
 
 
+def test_other_library_versions_rebuild(manifests, tmp_path):
+    out = tmp_path / "out"
+    assert zoo("build", str(manifests), "--out", str(out)).returncode == 0
+    lock_path = out / "zoo.lock.json"
+    lock = json.loads(lock_path.read_text())
+    recorded = lock["checkpoints"]["tiny-1.0.0.safetensors"]["versions"]
+    assert {"torch", "heads-core"} <= set(recorded)
+    # As if heads-core had been upgraded since, and the regression entry came from a lock without versions.
+    recorded["heads-core"] = "0.0.1"
+    del lock["checkpoints"]["regress-1.0.0.safetensors"]["versions"]
+    lock_path.write_text(json.dumps(lock))
+    again = zoo("build", str(manifests), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("built") == 2
+    rewritten = json.loads(lock_path.read_text())["checkpoints"]
+    assert rewritten["tiny-1.0.0.safetensors"]["versions"]["heads-core"] != "0.0.1"
+    assert "versions" in rewritten["regress-1.0.0.safetensors"]
+    third = zoo("build", str(manifests), "--out", str(out))
+    assert third.stdout.count("up to date") == 2
+
+
 BAD_MANIFESTS = {
     "unknown-key": ({"colour": "red"}, "colour: unknown key"),
     "misspelled-backbone": ({"backbone": {"source": "timm", "name": "resnet_18"}}, "did you mean"),

@@ -16,6 +16,7 @@ from ._api import (
     build_model,
     checkpoint_filename,
     inspect_checkpoint,
+    library_versions,
     load_model,
     save_model,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "installed_plugins",
     "is_weight_file",
     "key_mismatch_message",
+    "library_versions",
     "load_manifest",
     "load_model",
     "manifest_json_schema",

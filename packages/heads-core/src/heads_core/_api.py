@@ -39,7 +39,8 @@ class LoadedModel:
 
 
 @functools.cache
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """Return the installed versions of torch, torchvision, timm and the heads packages, as checkpoints record them."""
     found = {}
     for package in _VERSIONED:
         try:
@@ -90,7 +91,7 @@ def checkpoint_metadata(
         "zoo.manifest_sha256": hashlib.sha256(manifest_json.encode()).hexdigest(),
         "zoo.task": manifest.task,
         "zoo.outputs": compact(outputs),
-        "zoo.versions": compact(_versions()),
+        "zoo.versions": compact(library_versions()),
         "zoo.reinitialized": compact(sorted(reinitialized)),
     }
     if measured_shapes is not None:
@@ -243,7 +244,7 @@ def _stored_shapes(header: CheckpointHeader) -> contextlib.AbstractContextManage
     if "zoo.measured_shapes" not in metadata:
         return contextlib.nullcontext()
     try:
-        same_versions = json.loads(metadata.get("zoo.versions", "null")) == _versions()
+        same_versions = json.loads(metadata.get("zoo.versions", "null")) == library_versions()
         calls = json.loads(metadata["zoo.measured_shapes"])
     except json.JSONDecodeError:
         same_versions = False

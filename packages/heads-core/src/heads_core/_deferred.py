@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from ._meta import _writes_first_argument
 
@@ -63,12 +64,30 @@ _METADATA_ONLY = frozenset(
 )
 
 
-def _reads_no_values(func: torch._ops.OpOverload) -> bool:
-    """Tell whether an operator only makes views of its inputs or reads their metadata."""
-    if func.overloadpacket.__name__ in _METADATA_ONLY:
-        return True
+@dataclass(frozen=True)
+class _OperatorFacts:
+    """Properties of one operator overload that the dispatch path checks."""
+
+    reads_no_values: bool  # it only makes views of its inputs or reads their metadata
+    writes_first: bool  # it writes its first argument in place, keeping the shape
+    replaces: bool  # the write does not depend on the first argument's previous values
+
+
+@functools.cache
+def _facts(func: torch._ops.OpOverload) -> _OperatorFacts:
+    name = func.overloadpacket.__name__
     returns = func._schema.returns
-    return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+    views = bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+    return _OperatorFacts(name in _METADATA_ONLY or views, _writes_first_argument(func), name in _REPLACING)
+
+
+def _tensors(args: tuple, kwargs: dict) -> Iterator[Tensor]:
+    """Yield the tensors among operator arguments: aten arguments are tensors, lists of tensors, or neither."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (item for item in value if isinstance(item, Tensor))
 
 
 class _DeferWrites(TorchDispatchMode):
@@ -132,33 +151,25 @@ class _DeferWrites(TorchDispatchMode):
             for _ in pool.map(_run, largest_first):
                 pass
 
-    def _tracked_keys(self, values: Any) -> set[int]:
-        keys = set()
-        for leaf in tree_leaves(values):
-            if isinstance(leaf, Tensor):
-                key = _storage_key(leaf)
-                if key in self.owners:
-                    keys.add(key)  # type: ignore[arg-type]
-        return keys
-
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if self.replaying or (args and isinstance(args[0], Tensor) and args[0].device.type == "meta") or _reads_no_values(func):
-            return func(*args, **kwargs)  # meta tensors (shape measurement) and views read no values
-        target_key = None
-        if args and isinstance(args[0], Tensor) and _writes_first_argument(func):
-            target_key = _storage_key(args[0])
-            if target_key not in self.owners:
-                target_key = None
-        others = self._tracked_keys((args[1:], kwargs)) if target_key is not None else self._tracked_keys((args, kwargs))
-        replaces = target_key is not None and func.overloadpacket.__name__ in _REPLACING and _covers_storage(args[0])
-        if target_key is not None and replaces and target_key not in others:
-            self.pending[target_key] = []  # every earlier write is overwritten
-        if target_key is not None and not others and not any(isinstance(v, Tensor) for v in tree_leaves((args[1:], kwargs))):
-            self.pending[target_key].append((func, args, kwargs))
-            return args[0]
-        for key in others | ({target_key} if target_key is not None else set()):
-            self.flush(key)
+        facts = _facts(func)
+        first = args[0] if args and isinstance(args[0], Tensor) else None
+        # Meta tensors (shape measurement) and views carry no values to wait for.
+        if self.replaying or facts.reads_no_values or (first is not None and first.device.type == "meta"):
+            return func(*args, **kwargs)
+        target = _storage_key(first) if first is not None and facts.writes_first else None
+        if target not in self.owners:
+            target = None
+        rest = list(_tensors(args[1:], kwargs)) if target is not None else list(_tensors(args, kwargs))
+        read = {key for key in map(_storage_key, rest) if key in self.owners}
+        if target is not None and facts.replaces and target not in read and _covers_storage(first):  # type: ignore[arg-type]
+            self.pending[target] = []  # every earlier write is overwritten
+        if target is not None and not rest:
+            self.pending[target].append((func, args, kwargs))
+            return first
+        for key in read | ({target} if target is not None else set()):
+            self.flush(key)  # type: ignore[arg-type]
         return func(*args, **kwargs)
 
 
@@ -193,9 +204,9 @@ def deferred_initialisation() -> Iterator[None]:
     them whose other arguments are not tensors are held back until an
     operator reads the parameter or the block ends. A write that replaces
     every element drops the ones held back before it. Values read through
-    operators, `tolist()`, `numpy()`, `__array__` and pickling are up to date;
-    code that reads a parameter's memory through `data_ptr()` inside the
-    block sees stale values.
+    operators, `tolist()`, `numpy()`, `__array__` and pickling are up to date.
+    NOTE: code that reads a parameter's memory through `data_ptr()` inside
+    the block gets stale values; no library constructor tried here does so.
 
     Random fills draw from torch's generator when they run, so a model built
     inside the block has other random values than one built outside it with

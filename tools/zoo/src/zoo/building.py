@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lockfile import LockEntry, checkpoint_unchanged, exclusive, read_lock, write_lock
+from .lockfile import LockEntry, built_with_installed_versions, checkpoint_unchanged, exclusive, read_lock, write_lock
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 
@@ -52,14 +52,19 @@ def _up_to_date(source: Path, out: Path, lock: dict[str, LockEntry]) -> Outcome 
     except OSError:
         return None
     for name, entry in lock.items():
-        if entry.manifest_file_sha256 == file_hash and entry.source == str(source) and checkpoint_unchanged(out, name, entry):
+        if (
+            entry.manifest_file_sha256 == file_hash
+            and entry.source == str(source)
+            and built_with_installed_versions(entry)
+            and checkpoint_unchanged(out, name, entry)
+        ):
             return Outcome(str(source), "up to date", name, 0.0, entry.size, entry=entry)
     return None
 
 
 def build_one(source: str, out: str, previous: LockEntry | None = None) -> Outcome:
     """Validate, build and save one manifest; bad input gives a failed Outcome instead of an exception."""
-    from heads_core import ZooError, build_model, checkpoint_filename, load_manifest, save_model
+    from heads_core import ZooError, build_model, checkpoint_filename, library_versions, load_manifest, save_model
     from heads_core.manifest import canonical_json
 
     started = time.perf_counter()
@@ -73,8 +78,14 @@ def build_one(source: str, out: str, previous: LockEntry | None = None) -> Outco
         return Outcome(source, "failed", message=f"{source}: cannot read ({error.strerror})", invalid_manifest=True)
     name = checkpoint_filename(manifest)
     manifest_hash = hashlib.sha256(canonical_json(manifest).encode()).hexdigest()
-    if previous is not None and previous.manifest_sha256 == manifest_hash and checkpoint_unchanged(out_dir, name, previous):
-        entry = LockEntry(source, file_hash, manifest_hash, previous.checkpoint_sha256, previous.size, previous.mtime_ns)
+    versions = library_versions()
+    if (
+        previous is not None
+        and previous.manifest_sha256 == manifest_hash
+        and built_with_installed_versions(previous)
+        and checkpoint_unchanged(out_dir, name, previous)
+    ):
+        entry = LockEntry(source, file_hash, manifest_hash, previous.checkpoint_sha256, previous.size, previous.mtime_ns, versions)
         return Outcome(source, "up to date", name, time.perf_counter() - started, previous.size, entry=entry)
     try:
         result = build_model(manifest, weights_dir=path.parent)
@@ -83,7 +94,7 @@ def build_one(source: str, out: str, previous: LockEntry | None = None) -> Outco
     except (ZooError, ValueError, TypeError, RuntimeError, OSError) as error:
         return Outcome(source, "failed", name, time.perf_counter() - started, message=f"{source}: {error}")
     stat = target.stat()
-    entry = LockEntry(source, file_hash, manifest_hash, checkpoint_hash, stat.st_size, stat.st_mtime_ns)
+    entry = LockEntry(source, file_hash, manifest_hash, checkpoint_hash, stat.st_size, stat.st_mtime_ns, versions)
     return Outcome(source, "built", name, time.perf_counter() - started, stat.st_size, entry=entry)
 
 

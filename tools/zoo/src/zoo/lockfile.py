@@ -9,13 +9,15 @@ folder take turns through an exclusive `flock` on `.zoo-build.lock`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import fcntl
 import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 LOCK_NAME = "zoo.lock.json"
@@ -33,6 +35,8 @@ class LockEntry:
         checkpoint_sha256: sha256 of the checkpoint file.
         size: the checkpoint's size in bytes.
         mtime_ns: the checkpoint's modification time, to skip re-hashing it.
+        versions: the versions of torch, torchvision, timm and the heads
+            packages that built it; with others installed, it is rebuilt.
     """
 
     source: str
@@ -41,6 +45,7 @@ class LockEntry:
     checkpoint_sha256: str
     size: int
     mtime_ns: int
+    versions: dict[str, str] = field(default_factory=dict)
 
 
 def file_sha256(path: Path) -> str:
@@ -90,6 +95,22 @@ def write_lock(out: Path, entries: dict[str, LockEntry]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+@functools.cache
+def _installed_version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def built_with_installed_versions(entry: LockEntry) -> bool:
+    """Check that the packages that built the entry's checkpoint are installed in the same versions.
+
+    An entry without versions, written before the lock recorded them, does not match.
+    """
+    return bool(entry.versions) and all(_installed_version(name) == number for name, number in entry.versions.items())
 
 
 def checkpoint_unchanged(out: Path, name: str, entry: LockEntry) -> bool:
