@@ -26,9 +26,9 @@ def test_timm_options_reach_the_model():
     assert maps[-1].shape[-2:] == (10, 14)
 
 
-@pytest.mark.parametrize("name", ["test_convnext", "test_convnext2", "test_mambaout"])
-def test_timm_head_norm_applied_after_pooling(name):
-    """A ConvNeXt classifier rebuilt from its pretrained head gives timm's outputs."""
+@pytest.mark.parametrize("name", ["test_convnext", "test_convnext2", "test_mambaout", "mobilenetv3_small_050", "ghostnet_050"])
+def test_timm_head_after_pooling_kept(name):
+    """A classifier whose head transforms the pooled features, rebuilt from its pretrained head, gives timm's outputs."""
     import timm
 
     from heads_core import ClassificationHead
@@ -36,11 +36,12 @@ def test_timm_head_norm_applied_after_pooling(name):
 
     torch.manual_seed(0)
     reference = timm.create_model(name, num_classes=5).eval()
+    classifier = reference.pretrained_cfg["classifier"]
     trunk, channels, _ = create_backbone("timm", name)
     assert trunk.layout == "pooled"
-    trunk.model.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith("head.fc.")})
+    trunk.model.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith(classifier + ".")})
     head = ClassificationHead(channels, 5)
-    head.fc.load_state_dict(reference.head.fc.state_dict())
+    head.fc.load_state_dict(reference.get_submodule(classifier).state_dict())
     model = nn.Sequential(trunk, head).eval()
     inputs = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

@@ -46,6 +46,26 @@ def test_swin_derived_buffers_after_load(tmp_path):
         assert torch.equal(buffer, built[name]), name
 
 
+@pytest.mark.parametrize("name", ["swinv2_cr_tiny_ns_224", "vitamin_small_224"])
+def test_load_without_meta_construction(tmp_path, name, monkeypatch):
+    """Models whose constructor computes with parameter values load through the CPU construction."""
+    import heads_core._api as api
+
+    calls = []
+    original = api.deferred_initialisation
+
+    def watched(**kwargs):
+        calls.append(kwargs)
+        return original(**kwargs)
+
+    manifest, model = _build(backbone={"source": "timm", "name": name}, preprocess=None)
+    monkeypatch.setattr(api, "deferred_initialisation", watched)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        _roundtrip(tmp_path, manifest, model, x)
+    assert calls == [{"discard": True}]
+
+
 def test_timm_vit_small_backbone(tmp_path):
     manifest, model = _build(backbone={"source": "timm", "name": "vit_small_patch16_224"}, preprocess=None)
     x = torch.randn(2, 3, 224, 224)

@@ -212,10 +212,11 @@ def _retie(model: nn.Module, groups: list[list[str]]) -> None:
 def load_model(path: str | Path, *, device: str | torch.device | None = None) -> LoadedModel:
     """Rebuild a model from a zoo checkpoint alone, offline, in eval mode.
 
-    The model is constructed with its parameters on the meta device, then the
-    memory-mapped tensors of the file are assigned without a copy. Buffers
-    that the modules derive at construction and do not save are computed as
-    usual.
+    The model is constructed with its parameters on the meta device (on the
+    CPU, running only the fills it reads, where the constructor needs
+    parameter values), then the memory-mapped tensors of the file are assigned without
+    a copy. Buffers that the modules derive at construction and do not save
+    are computed as usual.
 
     Raises:
         CheckpointError: the file is damaged, not a zoo checkpoint, or its
@@ -224,8 +225,7 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
     header = read_header(path)
     manifest = _checked_manifest(header)
     plugin = get_plugin(manifest.task)
-    with parameters_on_meta(), _stored_shapes(header):
-        model = plugin.build(manifest, weights_dir=None, load_weights=False).model
+    model = _construct_for_loading(plugin, manifest, header)
     tensors = expand_aliases(header, read_tensors(header))
     assign_state(model, tensors, path)
     _materialize_derived_buffers(model, lambda: plugin.build(manifest, weights_dir=None, load_weights=False).model)
@@ -236,6 +236,24 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
         model.to(device)
     model.eval()
     return LoadedModel(model, manifest, header)
+
+
+def _construct_for_loading(plugin: Any, manifest: Any, header: CheckpointHeader) -> nn.Module:
+    """Construct the manifest's model for the checkpoint's tensors to be assigned to.
+
+    Parameters are created on the meta device. Some constructors compute with
+    their parameters' values, such as timm's hybrid patch embeddings, which
+    run their backbone once, or buffers derived on the parameters' device
+    (timm's SwinV2-CR). Those fail on meta parameters and are constructed on
+    the CPU instead, skipping every fill that the constructor does not read.
+    """
+    try:
+        with parameters_on_meta(), _stored_shapes(header):
+            return plugin.build(manifest, weights_dir=None, load_weights=False).model
+    except (RuntimeError, NotImplementedError) as error:
+        logger.info("constructing on the meta device failed (%s); constructing on the CPU instead", error)
+    with deferred_initialisation(discard=True), _stored_shapes(header):
+        return plugin.build(manifest, weights_dir=None, load_weights=False).model
 
 
 def _stored_shapes(header: CheckpointHeader) -> contextlib.AbstractContextManager[None]:

@@ -149,7 +149,8 @@ class TimmTrunk(nn.Module):
 
     Layouts: "NCHW", "NHWC" and "NLC" (tokens) describe what
     `forward_features` returns. "pooled" is for models whose classifier
-    normalises after global pooling, such as ConvNeXt's head. For those,
+    head transforms the pooled features before its linear layer: ConvNeXt's
+    head normalises them, MobileNetV3's applies `conv_head`. For those,
     `forward` returns the model's pre-logits features as an (N, C, 1, 1) map.
     A head's pooling leaves that map unchanged, so its linear layer gets the
     same input as timm's classifier.
@@ -255,23 +256,30 @@ class PretrainedClassifier:
     bias: Tensor | None
 
 
-def _normalizes_after_pooling(model: nn.Module) -> bool:
-    """Tell whether a timm model's classifier head pools, then normalises.
+def _transforms_after_pooling(model: nn.Module) -> bool:
+    """Tell whether a timm model's classifier head does more than pool and apply one linear layer.
 
     timm's NormMlpClassifierHead (ConvNeXt) and ClNormMlpClassifierHead
-    (MambaOut, channels-last) do so; both may add a hidden layer after the norm.
+    (MambaOut, channels-last) normalise after pooling, and both may add a
+    hidden layer. MobileNetV3 and GhostNet apply `conv_head` to the pooled
+    features, which timm shows as a `head_hidden_size` other than
+    `num_features`, as does concatenating average and max pooling.
     """
     head = getattr(model, "head", None)
     norm = getattr(head, "norm", None)
     pools = hasattr(head, "global_pool") or hasattr(head, "pool_type")
-    return pools and isinstance(norm, nn.Module) and not isinstance(norm, nn.Identity)
+    if pools and isinstance(norm, nn.Module) and not isinstance(norm, nn.Identity):
+        return True
+    hidden, features = getattr(model, "head_hidden_size", None), getattr(model, "num_features", None)
+    return isinstance(hidden, int) and isinstance(features, int) and hidden != features
 
 
 def _timm_layout(model: nn.Module, size: tuple[int, int], in_chans: int) -> tuple[str, int]:
-    if _normalizes_after_pooling(model):
+    if _transforms_after_pooling(model):
         pooled = meta_forward(TimmTrunk(model, "pooled"), torch.empty(1, in_chans, *size, device="meta"))
         assert isinstance(pooled, Tensor)
-        return "pooled", pooled.shape[1]
+        if pooled.dim() == 4:  # pre-logits features of shape (N, C), made (N, C, 1, 1) by the trunk
+            return "pooled", pooled.shape[1]
     features = meta_forward(_ForwardFeatures(model), torch.empty(1, in_chans, *size, device="meta"))
     assert isinstance(features, Tensor)
     declared = getattr(model, "output_fmt", None)

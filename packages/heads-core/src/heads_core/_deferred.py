@@ -197,8 +197,13 @@ _DIRECT_READS = ("tolist", "numpy", "__array__", "__reduce_ex__")
 
 
 @contextlib.contextmanager
-def deferred_initialisation() -> Iterator[None]:
+def deferred_initialisation(*, discard: bool = False) -> Iterator[None]:
     """Construct models inside the block with their parameters' dead writes skipped.
+
+    With `discard`, the writes still held back when the block ends are
+    dropped instead of run. That is for a caller that then replaces every
+    parameter, as loading a checkpoint does: the constructor's fills never
+    run and the parameters' memory is never touched.
 
     Parameters registered inside the block are tracked. In-place writes to
     them whose other arguments are not tensors are held back until an
@@ -245,4 +250,5 @@ def deferred_initialisation() -> Iterator[None]:
                 delattr(torch.Tensor, name)
             else:
                 setattr(torch.Tensor, name, method)
-    mode.flush_all()
+    if not discard:
+        mode.flush_all()
