@@ -26,7 +26,10 @@ def test_timm_options_reach_the_model():
     assert maps[-1].shape[-2:] == (10, 14)
 
 
-@pytest.mark.parametrize("name", ["test_convnext", "test_convnext2", "test_mambaout", "mobilenetv3_small_050", "ghostnet_050"])
+@pytest.mark.parametrize(
+    "name",
+    ["test_convnext", "test_convnext2", "test_mambaout", "mobilenetv3_small_050", "ghostnet_050", "test_vit", "test_vit3", "coat_lite_tiny"],
+)
 def test_timm_head_after_pooling_kept(name):
     """A classifier whose head transforms the pooled features, rebuilt from its pretrained head, gives timm's outputs."""
     import timm
@@ -43,9 +46,18 @@ def test_timm_head_after_pooling_kept(name):
     head = ClassificationHead(channels, 5)
     head.fc.load_state_dict(reference.get_submodule(classifier).state_dict())
     model = nn.Sequential(trunk, head).eval()
-    inputs = torch.randn(2, 3, 64, 64)
+    inputs = torch.randn(2, 3, *reference.pretrained_cfg["input_size"][-2:])
     with torch.no_grad():
         expected = reference(inputs)
         actual = model(inputs)
     assert actual.shape == expected.shape
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_timm_several_feature_maps_pooled():
+    """A timm model whose forward_features returns a list of maps gives its pre-logits features."""
+    from heads_core._backbones import create_backbone
+
+    trunk, channels, _ = create_backbone("timm", "efficientvim_m1")
+    assert trunk.layout == "pooled"
+    assert trunk(torch.randn(1, 3, 224, 224)).shape == (1, channels, 1, 1)

@@ -69,7 +69,12 @@ def test_load_without_meta_construction(tmp_path, name, monkeypatch):
 def test_timm_vit_small_backbone(tmp_path):
     manifest, model = _build(backbone={"source": "timm", "name": "vit_small_patch16_224"}, preprocess=None)
     x = torch.randn(2, 3, 224, 224)
-    assert model.backbone(x).shape == (2, 384, 14, 14)
+    timm_model = model.backbone.model
+    with torch.no_grad():
+        expected = timm_model.forward_head(timm_model.forward_features(x), pre_logits=True)
+        features = model.backbone(x)
+    assert features.shape == (2, 384, 1, 1)
+    torch.testing.assert_close(features.flatten(1), expected)
     assert model(x).shape == (2, 3)
     _roundtrip(tmp_path, manifest, model, x)
 

@@ -1,6 +1,8 @@
 """Backbones from timm and torchvision, each returning NCHW feature maps.
 
-`create_backbone` gives the final unpooled map (what a classifier pools);
+`create_backbone` gives the final map that a classifier pools, or for timm
+models whose head does more than average pooling, timm's pooled pre-logits
+features as an (N, C, 1, 1) map;
 `create_feature_backbone` gives one map per stride level for necks such as a
 feature pyramid. Channels and strides are measured with a forward pass on the
 meta device, never read from library metadata.
@@ -149,9 +151,10 @@ class TimmTrunk(nn.Module):
 
     Layouts: "NCHW", "NHWC" and "NLC" (tokens) describe what
     `forward_features` returns. "pooled" is for models whose classifier
-    head transforms the pooled features before its linear layer: ConvNeXt's
-    head normalises them, MobileNetV3's applies `conv_head`. For those,
-    `forward` returns the model's pre-logits features as an (N, C, 1, 1) map.
+    head does more than average the map and apply a linear layer: ConvNeXt's
+    head normalises the pooled features, MobileNetV3's applies `conv_head`,
+    ViT's picks the class token. For those, `forward` returns the model's
+    pre-logits features as an (N, C, 1, 1) map.
     A head's pooling leaves that map unchanged, so its linear layer gets the
     same input as timm's classifier.
     """
@@ -275,22 +278,31 @@ def _transforms_after_pooling(model: nn.Module) -> bool:
 
 
 def _timm_layout(model: nn.Module, size: tuple[int, int], in_chans: int) -> tuple[str, int]:
-    if _transforms_after_pooling(model):
-        pooled = meta_forward(TimmTrunk(model, "pooled"), torch.empty(1, in_chans, *size, device="meta"))
-        assert isinstance(pooled, Tensor)
-        if pooled.dim() == 4:  # pre-logits features of shape (N, C), made (N, C, 1, 1) by the trunk
-            return "pooled", pooled.shape[1]
-    features = meta_forward(_ForwardFeatures(model), torch.empty(1, in_chans, *size, device="meta"))
-    assert isinstance(features, Tensor)
-    declared = getattr(model, "output_fmt", None)
-    if features.dim() == 3:
-        return "NLC", features.shape[-1]
-    if features.dim() != 4:
-        raise ValueError(f"timm backbone returned features of shape {tuple(features.shape)}; expected 3 or 4 dims")
-    num_features = getattr(model, "num_features", None)
-    if str(declared) == "NHWC" or (features.shape[1] != num_features and features.shape[-1] == num_features):
-        return "NHWC", features.shape[-1]
-    return "NCHW", features.shape[1]
+    """Return how TimmTrunk reads the model's features, and their channel count.
+
+    A model whose `forward_features` returns one image map, and whose head
+    only pools and applies a linear layer, gives that map ("NCHW" or "NHWC").
+    Every other model gives timm's pre-logits features ("pooled"): token
+    models, whose head picks the class token or normalises after pooling,
+    models returning several maps, and heads that transform pooled features.
+    """
+    probe = torch.empty(1, in_chans, *size, device="meta")
+    if not _transforms_after_pooling(model):
+        features = meta_forward(_ForwardFeatures(model), probe)
+        if isinstance(features, Tensor) and features.dim() == 4:
+            num_features = getattr(model, "num_features", None)
+            nhwc = features.shape[1] != num_features and features.shape[-1] == num_features
+            if str(getattr(model, "output_fmt", None)) == "NHWC" or nhwc:
+                return "NHWC", features.shape[-1]
+            return "NCHW", features.shape[1]
+    pooled = meta_forward(TimmTrunk(model, "pooled"), probe)
+    if not isinstance(pooled, Tensor) or pooled.dim() != 4:
+        shape = tuple(pooled.shape[:-2]) if isinstance(pooled, Tensor) else type(pooled).__name__
+        raise ValueError(
+            f"timm {type(model).__name__}.forward_head(pre_logits=True) returned {shape}; "
+            "an image-level head needs an (N, C) tensor, so choose another backbone"
+        )
+    return "pooled", pooled.shape[1]
 
 
 class _ForwardFeatures(nn.Module):
@@ -450,8 +462,8 @@ def create_backbone(
         in_chans: input channels; the first convolution is adapted when not 3.
 
     Returns:
-        The trunk, whose forward returns the final unpooled (N, C, H, W) map;
-        C, measured; and the pretrained linear classifier when the original
+        The trunk, whose forward returns the final (N, C, H, W) map, or
+        (N, C, 1, 1) pre-logits features (see TimmTrunk); C, measured; and the pretrained linear classifier when the original
         model had one after global average pooling and weights were loaded.
     """
     if source == "timm":
