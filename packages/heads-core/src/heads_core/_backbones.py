@@ -287,6 +287,7 @@ def _timm_layout(model: nn.Module, size: tuple[int, int], in_chans: int) -> tupl
     models returning several maps, and heads that transform pooled features.
     """
     probe = torch.empty(1, in_chans, *size, device="meta")
+    features = None
     if not _transforms_after_pooling(model):
         features = meta_forward(_ForwardFeatures(model), probe)
         if isinstance(features, Tensor) and features.dim() == 4:
@@ -295,7 +296,10 @@ def _timm_layout(model: nn.Module, size: tuple[int, int], in_chans: int) -> tupl
             if str(getattr(model, "output_fmt", None)) == "NHWC" or nhwc:
                 return "NHWC", features.shape[-1]
             return "NCHW", features.shape[1]
-    pooled = meta_forward(TimmTrunk(model, "pooled"), probe)
+    if isinstance(features, Tensor):  # tokens: only the head is left to run
+        pooled = meta_forward(_PreLogits(model), features)
+    else:
+        pooled = meta_forward(TimmTrunk(model, "pooled"), probe)
     if not isinstance(pooled, Tensor) or pooled.dim() != 4:
         shape = tuple(pooled.shape[:-2]) if isinstance(pooled, Tensor) else type(pooled).__name__
         raise ValueError(
@@ -303,6 +307,15 @@ def _timm_layout(model: nn.Module, size: tuple[int, int], in_chans: int) -> tupl
             "an image-level head needs an (N, C) tensor, so choose another backbone"
         )
     return "pooled", pooled.shape[1]
+
+
+class _PreLogits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.model.forward_head(features, pre_logits=True)[:, :, None, None]
 
 
 class _ForwardFeatures(nn.Module):
