@@ -61,3 +61,51 @@ def test_timm_several_feature_maps_pooled():
     trunk, channels, _ = create_backbone("timm", "efficientvim_m1")
     assert trunk.layout == "pooled"
     assert trunk(torch.randn(1, 3, 224, 224)).shape == (1, channels, 1, 1)
+
+
+TORCHVISION_MULTI_LAYER_CLASSIFIERS = [
+    "mobilenet_v3_small",
+    "convnext_tiny",
+    pytest.param("maxvit_t", marks=pytest.mark.heavy),
+    pytest.param("vgg11", marks=pytest.mark.heavy),
+    pytest.param("vit_b_16", marks=pytest.mark.heavy),
+]
+
+
+@pytest.mark.parametrize("name", TORCHVISION_MULTI_LAYER_CLASSIFIERS)
+def test_torchvision_classifier_hidden_layers_kept(name):
+    """A torchvision classifier with hidden layers, rebuilt from its last layer, gives torchvision's outputs."""
+    import torchvision
+
+    from heads_core import ClassificationHead
+    from heads_core._backbones import TorchvisionPreLogits, _last_linear, create_backbone
+
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model(name, num_classes=5).eval()
+    final = _last_linear(reference)
+    trunk, channels, _ = create_backbone("torchvision", name)
+    assert isinstance(trunk, TorchvisionPreLogits)
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith(final + ".")}
+    trunk.model.load_state_dict(state)
+    head = ClassificationHead(channels, 5)
+    last = reference.get_submodule(final)
+    head.fc.weight.data.copy_(last.weight)
+    if last.bias is not None:
+        head.fc.bias.data.copy_(last.bias)
+    else:
+        head.fc.bias.data.zero_()
+    model = nn.Sequential(trunk, head).eval()
+    inputs = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = reference(inputs)
+        actual = model(inputs)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_torchvision_feature_trunk_without_classifier():
+    """create_feature_backbone keeps using the stage trunk, without classifier parameters."""
+    from heads_core._backbones import TorchvisionTrunk
+
+    backbone = create_feature_backbone("torchvision", "mobilenet_v3_small")
+    assert isinstance(backbone.trunk, TorchvisionTrunk)
+    assert not any(name.startswith("model.classifier") for name, _ in backbone.trunk.named_parameters())

@@ -81,7 +81,8 @@ def test_timm_vit_small_backbone(tmp_path):
 
 def test_torchvision_vit_backbone():
     _, model = _build(backbone={"source": "torchvision", "name": "vit_b_16"}, preprocess=None)
-    assert model.backbone(torch.randn(1, 3, 224, 224)).shape == (1, 768, 14, 14)
+    # The class token after the encoder's norm, as torchvision's classifier takes it.
+    assert model.backbone(torch.randn(1, 3, 224, 224)).shape == (1, 768, 1, 1)
 
 
 @pytest.mark.parametrize("source", ["timm", "torchvision"])

@@ -34,6 +34,28 @@ def test_torchvision_weights_from_hub_cache_are_lossless(tmp_path, monkeypatch):
         assert torch.equal(result.model(x), reference(x))
 
 
+def test_torchvision_mobilenet_v3_hidden_layer_kept(tmp_path, monkeypatch):
+    """MobileNetV3's classifier has a hidden layer; the zoo keeps it and takes over the last layer."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(6)
+    reference = torchvision.models.mobilenet_v3_small().eval()
+    url = torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1.url
+    target = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    target.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), target)
+    manifest = validate_manifest(
+        manifest_data(backbone={"source": "torchvision", "name": "mobilenet_v3_small", "weights": "IMAGENET1K_V1"},
+                      num_classes=1000, class_names=None)
+    )
+    result = build_model(manifest)
+    assert result.reinitialized == []
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
 def test_new_class_count_reinitializes_head(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     reference = _resnet18_hub_file(tmp_path)

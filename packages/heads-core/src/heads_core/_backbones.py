@@ -223,6 +223,22 @@ class TorchvisionTrunk(nn.Module):
         return self.forward_stages(x)[-1]
 
 
+class TorchvisionPreLogits(nn.Module):
+    """A torchvision classifier whose last linear layer is an identity; `forward` gives an (N, C, 1, 1) map.
+
+    The model's own forward runs, with its pooling and the classifier's hidden
+    layers, so a head's pooling leaves the map unchanged and its linear layer
+    gets the same input as torchvision's last layer.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)[:, :, None, None]
+
+
 class FeatureBackbone(nn.Module):
     """A backbone that returns one NCHW map per selected stride level.
 
@@ -464,7 +480,7 @@ def _pop_classifier(model: nn.Module, dotted: str | None) -> PretrainedClassifie
 
 
 def create_backbone(
-    source: str, name: str, *, weights: str | None = None, in_chans: int = 3
+    source: str, name: str, *, weights: str | None = None, in_chans: int = 3, pre_logits: bool = True
 ) -> tuple[nn.Module, int, PretrainedClassifier | None]:
     """Build the feature trunk of a classifier.
 
@@ -473,6 +489,11 @@ def create_backbone(
         name: the library's model name.
         weights: None for random initialisation, a pretrained tag, or a file path.
         in_chans: input channels; the first convolution is adapted when not 3.
+        pre_logits: for torchvision families whose classifier is more than one
+            linear layer (MobileNetV3, ConvNeXt, VGG, MaxViT, ViT), keep
+            everything up to the last linear layer, so the trunk gives the
+            classifier's pre-logits features as an (N, C, 1, 1) map. False
+            gives the feature trunk without pooling and classifier.
 
     Returns:
         The trunk, whose forward returns the final (N, C, H, W) map, or
@@ -493,13 +514,30 @@ def create_backbone(
         raise ValueError(f"unknown backbone source {source!r}; choose one of: {', '.join(SOURCES)}")
     family = torchvision_family(name)
     model = _create_torchvision(name, weights, in_chans)
+    probe = torch.empty(1, in_chans, *DEFAULT_INPUT_SIZE, device="meta")
+    if family.classifier is None and pre_logits:
+        final = _last_linear(model)
+        pretrained = _pop_classifier(model, final) if weights else None
+        owner_name, _, attribute = final.rpartition(".")
+        setattr(model.get_submodule(owner_name) if owner_name else model, attribute, nn.Identity())
+        pre_logits_trunk = TorchvisionPreLogits(model)
+        out = meta_forward(pre_logits_trunk, probe)
+        return pre_logits_trunk, out.shape[1], pretrained
     pretrained = _pop_classifier(model, family.classifier) if weights else None
     for attribute in family.removed:
         if hasattr(model, attribute):
             delattr(model, attribute)
     trunk = TorchvisionTrunk(model, family)
-    out = meta_forward(trunk, torch.empty(1, in_chans, *DEFAULT_INPUT_SIZE, device="meta"))
+    out = meta_forward(trunk, probe)
     return trunk, out.shape[1], pretrained
+
+
+def _last_linear(model: nn.Module) -> str:
+    """Return the dotted name of a torchvision classifier's last linear layer, its output layer."""
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ValueError(f"torchvision {type(model).__name__} has no linear classifier layer")
+    return names[-1]
 
 
 def create_feature_backbone(
@@ -542,7 +580,7 @@ def create_feature_backbone(
         )
         backbone = FeatureBackbone(TimmTrunk(model, "NHWC" if nhwc else "NCHW"), "timm", None)
     elif source == "torchvision":
-        trunk, _, _ = create_backbone(source, name, weights=weights, in_chans=in_chans)
+        trunk, _, _ = create_backbone(source, name, weights=weights, in_chans=in_chans, pre_logits=False)
         stages = meta_forward(_AllStages(trunk), torch.empty(1, in_chans, *size, device="meta"))
         boundaries = _level_boundaries([s.shape[-2:] for s in stages], size)
         chosen = boundaries if levels is None else [_pick_level(boundaries, level, name) for level in levels]

@@ -63,6 +63,8 @@ class PooledHeadPlugin(TaskPlugin):
                 head.fc.weight.data.copy_(classifier.weight)
                 if classifier.bias is not None:
                     head.fc.bias.data.copy_(classifier.bias)
+                else:  # a classifier without bias (MaxViT's) adds nothing
+                    head.fc.bias.data.zero_()
             else:
                 reinitialized = ["head.fc.bias", "head.fc.weight"]
         return BuildResult(BackboneWithHead(trunk, head, spec.in_chans), reinitialized)
