@@ -10,7 +10,7 @@ a checkpoint's embedded manifest states every value the model was built with.
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from heads_core.manifest import (
     MAX_CLASSES,
@@ -24,6 +24,7 @@ from heads_core.manifest import (
 from pydantic import Field, model_validator
 
 from .architectures import ARCHITECTURES, Architecture
+
 
 __all__ = [
     "DetectionBackboneSpec",
@@ -118,6 +119,33 @@ def fixed_input_size(source: str, name: str) -> tuple[int, int] | None:
     if name.startswith(("vit_", "maxvit")):
         return (224, 224)
     return None
+
+
+def check_class_names(names: list[str] | None, num_classes: int) -> None:
+    """Raise ValueError unless `names` is None or has one unique name per object class."""
+    if names is None:
+        return
+    if len(names) != num_classes:
+        raise ValueError(
+            f"class_names has {len(names)} entries but num_classes is {num_classes}; give one name per "
+            "object class, without a background entry"
+        )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"class_names repeats {', '.join(map(repr, duplicates))}; names must be unique")
+
+
+def input_description(manifest: Any) -> dict[str, Any]:
+    """Return the `input` entry of a detector's `zoo.outputs`: what images the model expects."""
+    return {
+        "images": "list of (C, H, W) float tensors with values in 0..1",
+        "channels": manifest.backbone.in_chans,
+        "mean": list(manifest.preprocess.mean),
+        "std": list(manifest.preprocess.std),
+        "min_size": manifest.min_size,
+        "max_size": manifest.max_size,
+        "fixed_size": list(manifest.fixed_size) if manifest.fixed_size else None,
+    }
 
 
 class DetectionBackboneSpec(BackboneSpec):
@@ -255,17 +283,7 @@ class DetectorManifest(ManifestBase):
         return self
 
     def _check_names(self) -> None:
-        names = self.class_names
-        if names is None:
-            return
-        if len(names) != self.num_classes:
-            raise ValueError(
-                f"class_names has {len(names)} entries but num_classes is {self.num_classes}; give one name per "
-                "object class, without a background entry"
-            )
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"class_names repeats {', '.join(map(repr, duplicates))}; names must be unique")
+        check_class_names(self.class_names, self.num_classes)
 
     def _check_weights(self) -> None:
         if self.weights is None:

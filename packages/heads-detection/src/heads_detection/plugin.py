@@ -11,6 +11,7 @@ from .manifest import (
     DetectionManifest,
     DetectorManifest,
     InstanceSegmentationManifest,
+    input_description,
     is_weight_file,
 )
 
@@ -51,15 +52,7 @@ class DetectorPlugin(TaskPlugin):
         outputs: dict[str, Any] = {
             "kind": "instance_masks" if self.task == "instance_segmentation" else "detections",
             "architecture": manifest.architecture,
-            "input": {
-                "images": "list of (C, H, W) float tensors with values in 0..1",
-                "channels": manifest.backbone.in_chans,
-                "mean": list(manifest.preprocess.mean),
-                "std": list(manifest.preprocess.std),
-                "min_size": manifest.min_size,
-                "max_size": manifest.max_size,
-                "fixed_size": list(manifest.fixed_size) if manifest.fixed_size else None,
-            },
+            "input": input_description(manifest),
             "eval": "list of dicts per image: boxes, labels, scores" + (", masks" if self.task == "instance_segmentation" else ""),
             "train": "dict of losses for images and targets with boxes and labels",
             "boxes": "(N, 4) float, (x1, y1, x2, y2) in input-image pixels",

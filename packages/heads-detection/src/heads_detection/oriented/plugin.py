@@ -10,7 +10,14 @@ from heads_core.manifest import MAX_CLASSES, MAX_INPUT_SIDE, Label, ManifestBase
 from heads_core.plugins import BuildResult, TaskPlugin
 from pydantic import Field, model_validator
 
-from ..manifest import DetectionBackboneSpec, DetectionPreprocess, fixed_input_size, is_weight_file
+from ..manifest import (
+    DetectionBackboneSpec,
+    DetectionPreprocess,
+    check_class_names,
+    fixed_input_size,
+    input_description,
+    is_weight_file,
+)
 from .geometry import BOX_FORMAT
 
 if TYPE_CHECKING:
@@ -99,17 +106,7 @@ class OrientedDetectionManifest(ManifestBase):
         return self
 
     def _check_names(self) -> None:
-        names = self.class_names
-        if names is None:
-            return
-        if len(names) != self.num_classes:
-            raise ValueError(
-                f"class_names has {len(names)} entries but num_classes is {self.num_classes}; give one name per "
-                "object class, without a background entry"
-            )
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"class_names repeats {', '.join(map(repr, duplicates))}; names must be unique")
+        check_class_names(self.class_names, self.num_classes)
 
     def _check_architecture_options(self) -> None:
         other = "retinanet" if self.architecture == "fcos" else "fcos"
@@ -242,13 +239,7 @@ class OrientedDetectionPlugin(TaskPlugin):
             "kind": "oriented_boxes",
             "architecture": manifest.architecture,
             "input": {
-                "images": "list of (C, H, W) float tensors with values in 0..1",
-                "channels": manifest.backbone.in_chans,
-                "mean": list(manifest.preprocess.mean),
-                "std": list(manifest.preprocess.std),
-                "min_size": manifest.min_size,
-                "max_size": manifest.max_size,
-                "fixed_size": list(manifest.fixed_size) if manifest.fixed_size else None,
+                **input_description(manifest),
                 "resize": "one scale factor for both axes; with fixed_size the image is fitted and padded",
             },
             "eval": "list of dicts per image: boxes, labels, scores",
