@@ -232,18 +232,7 @@ def _build_ssd(manifest: DetectorManifest, backbone_weights: str | None) -> nn.M
     else:
         anchors = DefaultBoxGenerator(_ssd_aspect_ratios(len(layout.channels), lite=False))
     head = SSDHead(layout.channels, anchors.num_anchors_per_location(), manifest.num_classes + 1)
-    return ZooSSD(
-        backbone,
-        anchors,
-        (size[1], size[0]),
-        head=head,
-        image_mean=list(manifest.preprocess.mean),  # type: ignore[union-attr]
-        image_std=list(manifest.preprocess.std),  # type: ignore[union-attr]
-        score_thresh=manifest.score_threshold,
-        nms_thresh=manifest.nms_threshold,
-        detections_per_img=manifest.detections_per_image,
-        **_labels(manifest),
-    )
+    return _zoo_ssd(manifest, backbone, anchors, head, size)
 
 
 def _build_ssdlite(manifest: DetectorManifest, backbone_weights: str | None) -> nn.Module:
@@ -276,6 +265,13 @@ def _build_ssdlite(manifest: DetectorManifest, backbone_weights: str | None) -> 
     layout = measure_maps(backbone, spec.in_chans, size)
     anchors = DefaultBoxGenerator(_ssd_aspect_ratios(len(layout.channels), lite=True), min_ratio=0.2, max_ratio=0.95)
     head = SSDLiteHead(layout.channels, anchors.num_anchors_per_location(), manifest.num_classes + 1, norm_layer)
+    return _zoo_ssd(manifest, backbone, anchors, head, size, topk_candidates=300)
+
+
+def _zoo_ssd(
+    manifest: DetectorManifest, backbone: nn.Module, anchors: Any, head: nn.Module, size: Any, **options: Any
+) -> nn.Module:
+    """Assemble an SSD or SSDLite detector with the manifest's normalisation and post-processing."""
     return ZooSSD(
         backbone,
         anchors,
@@ -286,7 +282,7 @@ def _build_ssdlite(manifest: DetectorManifest, backbone_weights: str | None) -> 
         score_thresh=manifest.score_threshold,
         nms_thresh=manifest.nms_threshold,
         detections_per_img=manifest.detections_per_image,
-        topk_candidates=300,
+        **options,
         **_labels(manifest),
     )
 
