@@ -157,7 +157,10 @@ def test_torchvision_pickle_file_with_module_prefix(tmp_path):
     assert torch.equal(result.model.backbone.model.conv1.weight, reference.conv1.weight)
 
 
-def test_missing_weights_file_named(tmp_path):
-    manifest = validate_manifest(manifest_data(backbone={"source": "torchvision", "name": "resnet18", "weights": "nope.pth"}))
-    with pytest.raises(WeightsNotFoundError, match="nope.pth"):
+@pytest.mark.parametrize("source", ["torchvision", "timm"])
+def test_missing_weights_file_named(tmp_path, source):
+    manifest = validate_manifest(manifest_data(backbone={"source": source, "name": "resnet18", "weights": "nope.safetensors"}))
+    with pytest.raises(WeightsNotFoundError, match="nope.safetensors") as raised:
         build_model(manifest, weights_dir=tmp_path)
+    assert str(tmp_path / "nope.safetensors") in str(raised.value)
+    assert "give the path of an existing weights file" in str(raised.value)

@@ -120,6 +120,31 @@ def test_other_library_versions_rebuild(manifests, tmp_path):
     assert third.stdout.count("up to date") == 2
 
 
+def test_changed_weights_file_rebuilds(tmp_path):
+    import torch
+    import torchvision
+
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    weights = folder / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    write(folder, "tiny.yaml", backbone={"source": "torchvision", "name": "resnet18", "weights": "resnet18.pth"})
+    out = tmp_path / "out"
+    first = zoo("build", str(folder), "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    assert zoo("build", str(folder), "--out", str(out)).stdout.count("up to date") == 1
+    lock = json.loads((out / "zoo.lock.json").read_text())["checkpoints"]["tiny-1.0.0.safetensors"]
+    assert list(lock["weight_files"]) == [str(weights.resolve())]
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    again = zoo("build", str(folder), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("built") == 1
+    rebuilt = json.loads((out / "zoo.lock.json").read_text())["checkpoints"]["tiny-1.0.0.safetensors"]
+    assert rebuilt["checkpoint_sha256"] != lock["checkpoint_sha256"]
+
+
 BAD_MANIFESTS = {
     "unknown-key": ({"colour": "red"}, "colour: unknown key"),
     "misspelled-backbone": ({"backbone": {"source": "timm", "name": "resnet_18"}}, "did you mean"),
@@ -152,6 +177,20 @@ def test_one_failure_does_not_stop_the_rest(manifests, tmp_path):
     failed_lines = [line for line in result.stderr.splitlines() if line.startswith("failed:")]
     assert len(failed_lines) == 1
     assert "broken.yaml" in failed_lines[0]
+
+
+def test_failed_build_row_names_no_checkpoint(tmp_path):
+    # Valid manifest, but its weights file is missing: the failure comes from the build itself.
+    path = write(tmp_path, "lost.yaml", name="lost",
+                 backbone={"source": "torchvision", "name": "resnet18", "weights": "gone.pth"})
+    out = tmp_path / "out"
+    result = zoo("build", str(path), "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    assert "gone.pth not found" in result.stderr
+    row = next(line for line in result.stdout.splitlines() if "lost.yaml" in line)
+    assert "failed" in row
+    assert "lost-1.0.0" not in row
+    assert list(out.glob("*.safetensors")) == []
 
 
 def test_duplicate_checkpoint_name_rejected(manifests, tmp_path):

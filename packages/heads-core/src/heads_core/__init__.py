@@ -4,8 +4,9 @@ Build a model from a manifest, save it, and load it back from the file alone::
 
     import heads_core
 
-    result = heads_core.build_model("zoo-manifests/classification/resnet18.yaml")
-    heads_core.save_model(result.model, manifest, "resnet18.safetensors", result.reinitialized)
+    manifest = heads_core.load_manifest("zoo-manifests/classification/resnet18-imagenette.yaml")
+    result = heads_core.build_model(manifest)
+    heads_core.save_model(result.model, manifest, "resnet18.safetensors", result.reinitialized, result.measured_shapes)
     loaded = heads_core.load_model("resnet18.safetensors")
 """
 

@@ -16,6 +16,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -357,6 +358,8 @@ def _timm_pretrained_kwargs(name: str, weights: str | None) -> tuple[str, dict]:
     if weights is None:
         return name, {"pretrained": False}
     if is_weight_file(weights):
+        if not Path(weights).is_file():  # timm itself raises FileNotFoundError without a message
+            raise WeightsNotFoundError(weights, [str(Path(weights).resolve())], "give the path of an existing weights file")
         return name, {"pretrained": True, "pretrained_cfg_overlay": {"file": weights}}
     timm = require("timm", "a timm backbone")
     full_name = name if weights in ("default", "DEFAULT") or "." in name else f"{name}.{weights}"

@@ -104,7 +104,8 @@ def hf_cache_candidates(repo_id: str) -> tuple[list[str], str | None]:
     )
     searched = []
     for filename in ("model.safetensors", "pytorch_model.bin"):
-        searched.append(f"{cache}/models--{repo_id.replace('/', '--')}/snapshots/*/{filename}")
+        # The cache lookup reads the snapshot that refs/main names, as huggingface_hub does.
+        searched.append(f"{cache}/models--{repo_id.replace('/', '--')}/snapshots/<the revision in refs/main>/{filename}")
         found = try_to_load_from_cache(repo_id, filename, cache_dir=cache)
         if isinstance(found, str):
             return searched, found

@@ -16,7 +16,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lockfile import LockEntry, built_with_installed_versions, checkpoint_unchanged, exclusive, read_lock, write_lock
+from .lockfile import (
+    LockEntry,
+    built_with_installed_versions,
+    checkpoint_unchanged,
+    exclusive,
+    file_stamp,
+    read_lock,
+    weight_files_unchanged,
+    write_lock,
+)
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 
@@ -56,6 +65,7 @@ def _up_to_date(source: Path, out: Path, lock: dict[str, LockEntry]) -> Outcome 
             entry.manifest_file_sha256 == file_hash
             and entry.source == str(source)
             and built_with_installed_versions(entry)
+            and weight_files_unchanged(entry)
             and checkpoint_unchanged(out, name, entry)
         ):
             return Outcome(str(source), "up to date", name, 0.0, entry.size, entry=entry)
@@ -83,10 +93,16 @@ def build_one(source: str, out: str, previous: LockEntry | None = None) -> Outco
         previous is not None
         and previous.manifest_sha256 == manifest_hash
         and built_with_installed_versions(previous)
+        and weight_files_unchanged(previous)
         and checkpoint_unchanged(out_dir, name, previous)
     ):
-        entry = LockEntry(source, file_hash, manifest_hash, previous.checkpoint_sha256, previous.size, previous.mtime_ns, versions)
+        entry = LockEntry(
+            source, file_hash, manifest_hash, previous.checkpoint_sha256, previous.size, previous.mtime_ns, versions,
+            previous.weight_files,
+        )
         return Outcome(source, "up to date", name, time.perf_counter() - started, previous.size, entry=entry)
+    # Stamped before building: a file replaced during the build is seen as changed next time.
+    weight_files = _weight_file_stamps(manifest, path.parent)
     try:
         result = build_model(manifest, weights_dir=path.parent)
         target = out_dir / name
@@ -94,8 +110,26 @@ def build_one(source: str, out: str, previous: LockEntry | None = None) -> Outco
     except (ZooError, ValueError, TypeError, RuntimeError, OSError) as error:
         return Outcome(source, "failed", name, time.perf_counter() - started, message=f"{source}: {error}")
     stat = target.stat()
-    entry = LockEntry(source, file_hash, manifest_hash, checkpoint_hash, stat.st_size, stat.st_mtime_ns, versions)
+    entry = LockEntry(source, file_hash, manifest_hash, checkpoint_hash, stat.st_size, stat.st_mtime_ns, versions, weight_files)
     return Outcome(source, "built", name, time.perf_counter() - started, stat.st_size, entry=entry)
+
+
+def _weight_file_stamps(manifest: object, folder: Path) -> dict[str, list[int]]:
+    """Return the size and modification time of each weights file a manifest names, by absolute path.
+
+    Backbone weights and whole-model weights (segmentation, detection) count, but
+    tags resolved in library caches do not.
+    """
+    from heads_core import is_weight_file
+
+    stamps: dict[str, list[int]] = {}
+    for value in (getattr(getattr(manifest, "backbone", None), "weights", None), getattr(manifest, "weights", None)):
+        if isinstance(value, str) and is_weight_file(value):
+            path = (folder / value).resolve()  # an absolute value replaces the folder
+            stamp = file_stamp(path)
+            if stamp is not None:
+                stamps[str(path)] = stamp
+    return stamps
 
 
 def _checkpoint_name_of(source: Path) -> str | None:

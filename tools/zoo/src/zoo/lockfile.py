@@ -37,6 +37,8 @@ class LockEntry:
         mtime_ns: the checkpoint's modification time, to skip re-hashing it.
         versions: the versions of torch, torchvision, timm and the heads
             packages that built it; with others installed, it is rebuilt.
+        weight_files: size and modification time of each weights file the
+            manifest names, by absolute path. When one changes, the checkpoint is rebuilt.
     """
 
     source: str
@@ -46,6 +48,7 @@ class LockEntry:
     size: int
     mtime_ns: int
     versions: dict[str, str] = field(default_factory=dict)
+    weight_files: dict[str, list[int]] = field(default_factory=dict)
 
 
 def file_sha256(path: Path) -> str:
@@ -111,6 +114,22 @@ def built_with_installed_versions(entry: LockEntry) -> bool:
     An entry without versions, written before the lock recorded them, does not match.
     """
     return bool(entry.versions) and all(_installed_version(name) == number for name, number in entry.versions.items())
+
+
+def file_stamp(path: Path) -> list[int] | None:
+    """Return a file's size and modification time in nanoseconds, or None when it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def weight_files_unchanged(entry: LockEntry) -> bool:
+    """Check that every weights file the entry's build read has its recorded size and modification time."""
+    if not isinstance(entry.weight_files, dict):  # A hand-edited lock may hold another type here, so rebuild.
+        return False
+    return all(file_stamp(Path(path)) == stamp for path, stamp in entry.weight_files.items())
 
 
 def checkpoint_unchanged(out: Path, name: str, entry: LockEntry) -> bool:
