@@ -53,12 +53,20 @@ def test_zero_classes_rejected():
     assert "num_classes" in text
     assert "greater than or equal to 1" in text
     assert "got 0" in text
+    assert "allowed: 1 <= num_classes <= 100000" in text
 
 
 def test_negative_dropout_rejected():
     text = str(_problems(manifest_data(dropout=-0.1)))
     assert "dropout" in text
     assert "got -0.1" in text
+    assert "allowed: 0.0 <= dropout < 1.0" in text
+
+
+def test_nested_field_range_named():
+    text = str(_problems(manifest_data(backbone={"source": "torchvision", "name": "resnet18", "in_chans": 0})))
+    assert "backbone.in_chans" in text
+    assert "allowed: 1 <= in_chans <= 64" in text
 
 
 def test_class_names_count_must_match():

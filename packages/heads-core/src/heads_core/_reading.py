@@ -119,15 +119,52 @@ def _shorten(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def problems_from_validation(error: ValidationError) -> list[ManifestProblem]:
-    """Convert each pydantic error into a ManifestProblem with the field path and the bad value."""
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _allowed_range(model: Any, loc: tuple[Any, ...]) -> str | None:
+    """Describe the range of the field at `loc` in a pydantic model, such as `1 <= num_classes <= 100000`.
+
+    Only plain nested model fields are followed. For a location through a
+    list, tuple or union it returns None, and the message keeps pydantic's
+    single limit.
+    """
+    field = None
+    for item in loc:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(item, str) or not isinstance(fields, dict) or item not in fields:
+            return None
+        field = fields[item]
+        model = field.annotation
+    if field is None:
+        return None
+    lower = upper = ""
+    for constraint in field.metadata:
+        for name, sign in (("ge", "<="), ("gt", "<")):
+            if getattr(constraint, name, None) is not None:
+                lower = f"{getattr(constraint, name)} {sign} "
+        for name, sign in (("le", "<="), ("lt", "<")):
+            if getattr(constraint, name, None) is not None:
+                upper = f" {sign} {getattr(constraint, name)}"
+    return f"{lower}{loc[-1]}{upper}" if lower and upper else None
+
+
+def problems_from_validation(error: ValidationError, model: Any = None) -> list[ManifestProblem]:
+    """Convert each pydantic error into a ManifestProblem with the field path and the bad value.
+
+    With the model that raised it, a value out of range also names the other
+    limit, so one message shows the whole allowed range.
+    """
     problems = []
     for item in error.errors(include_url=False):
         message = item["msg"].removeprefix("Value error, ")
+        allowed = _allowed_range(model, item["loc"]) if item["type"] in _BOUND_ERRORS else None
         if item["type"] not in ("missing",) and "input" in item and not isinstance(item["input"], (dict, Mapping)):
             message += f" (got {_shorten(item['input'])})"
         if item["type"] == "extra_forbidden":
             message = "unknown key; remove it or check its spelling"
+        if allowed is not None:
+            message += f"; allowed: {allowed}"
         problems.append(ManifestProblem(_format_location(item["loc"]), " ".join(message.split())))
     return problems
 
@@ -151,7 +188,7 @@ def validate_manifest(data: Mapping[str, Any], source: str = "<manifest>") -> An
     try:
         return plugin.manifest_type.model_validate(dict(data))
     except ValidationError as error:
-        raise ManifestError(source, problems_from_validation(error)) from None
+        raise ManifestError(source, problems_from_validation(error, plugin.manifest_type)) from None
     except ZooError as error:  # a missing optional package found while checking the backbone
         raise ManifestError(source, [ManifestProblem("backbone", str(error))]) from None
 

@@ -95,7 +95,7 @@ def build(
     failed = [o for o in outcomes if o.status == "failed"]
     for outcome in failed:
         first, *rest = outcome.message.splitlines() or [outcome.source]
-        errors.print(f"failed: {first}" + (f" (+{len(rest)} more problems)" if rest else ""), markup=False, highlight=False, soft_wrap=True)
+        errors.print(f"failed: {first}" + (f" ({len(rest)} more lines below)" if rest else ""), markup=False, highlight=False, soft_wrap=True)
         for line in rest:
             errors.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     if failed:
@@ -125,7 +125,9 @@ def _print_summary(outcomes: list) -> None:
         table.add_column(column, justify="right" if column in ("seconds", "size") else "left", overflow="fold")
     for o in outcomes:
         style = {"failed": "red", "built": "green"}.get(o.status, "")
-        table.add_row(o.source, o.checkpoint, f"[{style}]{o.status}[/{style}]" if style else o.status,
+        # A failed build wrote nothing, so its row names no file.
+        checkpoint = "" if o.status == "failed" else o.checkpoint
+        table.add_row(o.source, checkpoint, f"[{style}]{o.status}[/{style}]" if style else o.status,
                       f"{o.seconds:.2f}", _human_size(o.size) if o.size else "")
     console.print(table)
 
