@@ -3,7 +3,7 @@
 Usage (from the repository root, with docker-registry installed):
 
     zoo build zoo-manifests/classification/convnext-tiny-pets.yaml --out /tmp/zoo-bench
-    python tests/registry/benchmark_throughput.py /tmp/zoo-bench/convnext-tiny-pets-1.0.0.safetensors
+    python tools/zoo/tests/server/benchmark_throughput.py /tmp/zoo-bench/convnext-tiny-pets-1.0.0.safetensors
 
 Each round starts a fresh docker-registry on 127.0.0.1 and a fresh layout
 folder. Timings include hashing the checkpoint (publish) and verifying it
