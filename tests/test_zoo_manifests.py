@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import heads_core
 import pytest
 import torch
-
-import heads_core
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = sorted(p for p in (ROOT / "zoo-manifests").rglob("*") if p.suffix in (".yaml", ".yml", ".json", ".toml"))

@@ -7,7 +7,6 @@ import random
 
 import pytest
 import torch
-
 from heads_core import CheckpointError, build_model, load_model, save_model, validate_manifest
 from heads_core.checkpoint import read_header, read_tensors, write_checkpoint
 

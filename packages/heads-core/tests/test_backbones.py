@@ -1,8 +1,7 @@
 import pytest
 import torch
-from torch import nn
-
 from heads_core import create_feature_backbone
+from torch import nn
 
 
 @pytest.mark.parametrize("source", ["timm", "torchvision"])
@@ -33,7 +32,6 @@ def test_timm_options_reach_the_model():
 def test_timm_head_after_pooling_kept(name):
     """A classifier whose head transforms the pooled features, rebuilt from its pretrained head, gives timm's outputs."""
     import timm
-
     from heads_core import ClassificationHead
     from heads_core._backbones import create_backbone
 
@@ -76,7 +74,6 @@ TORCHVISION_MULTI_LAYER_CLASSIFIERS = [
 def test_torchvision_classifier_hidden_layers_kept(name):
     """A torchvision classifier with hidden layers, rebuilt from its last layer, gives torchvision's outputs."""
     import torchvision
-
     from heads_core import ClassificationHead
     from heads_core._backbones import TorchvisionPreLogits, _last_linear, create_backbone
 

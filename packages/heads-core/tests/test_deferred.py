@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 
+import heads_core._deferred as deferred
 import pytest
 import timm
 import torch
 import torchvision
-from torch import nn
-
-import heads_core._deferred as deferred
 from heads_core._deferred import deferred_initialisation
+from torch import nn
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from heads_core import AnomalyHead, ClassificationHead, RegressionHead, TaskType, get_head_for_task
 
 

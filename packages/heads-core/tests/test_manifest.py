@@ -1,8 +1,7 @@
 import json
 
-import pytest
-
 import heads_core
+import pytest
 from heads_core import ManifestError, load_manifest, manifest_json_schema, validate_manifest
 
 from .conftest import manifest_data

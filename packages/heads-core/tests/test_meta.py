@@ -8,11 +8,10 @@ import pytest
 import timm
 import torch
 import torchvision
-from torch import nn
-
 from heads_core import meta_forward, parameters_on_meta
 from heads_core._meta import _SHAPE_RULES, _FastShapes
 from heads_core.checkpoint import write_checkpoint
+from torch import nn
 
 aten = torch.ops.aten
 

@@ -2,7 +2,6 @@ import hashlib
 
 import pytest
 import torch
-
 from heads_core import build_model, load_model, save_model, validate_manifest
 
 from .conftest import manifest_data

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from heads_core import WeightsNotFoundError, build_model, validate_manifest
 
 from .conftest import manifest_data

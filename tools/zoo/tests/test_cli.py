@@ -23,7 +23,7 @@ TINY = {
 
 def zoo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(cwd or Path.cwd())}
-    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return subprocess.run([sys.executable, "-m", "zoo", *args], check=False, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
 def write(folder: Path, filename: str, **overrides) -> Path:
@@ -46,7 +46,7 @@ def manifests(tmp_path):
 
 def test_help_does_not_import_torch():
     code = "import sys; import zoo.cli; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "False"
 
 
 def test_build_two_workers_loads_checkpoints(manifests, tmp_path):
@@ -61,7 +61,7 @@ def test_build_two_workers_loads_checkpoints(manifests, tmp_path):
     )
     paths = sorted(str(p) for p in out.glob("*.safetensors"))
     assert len(paths) == 2
-    loaded = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=600)
+    loaded = subprocess.run([sys.executable, "-c", code, *paths], check=False, capture_output=True, text=True, timeout=600)
     assert loaded.returncode == 0, loaded.stderr
     assert len(loaded.stdout.split()) == 2
 

@@ -9,7 +9,6 @@ onto a head by copying its weight and bias into `fc`.
 
 from __future__ import annotations
 
-
 from torch import Tensor, nn
 
 __all__ = ["AnomalyHead", "ClassificationHead", "RegressionHead"]

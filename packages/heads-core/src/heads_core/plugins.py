@@ -119,7 +119,7 @@ def _origin(entry: EntryPoint) -> str:
     return f"{entry.value} (from {entry.dist.name if entry.dist else 'an unknown distribution'})"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(task: str) -> TaskPlugin:
     entry = _registered_entry_points()[task]
     try:

@@ -25,7 +25,6 @@ from pydantic import Field, model_validator
 
 from .architectures import ARCHITECTURES, Architecture
 
-
 __all__ = [
     "DetectionBackboneSpec",
     "DetectionManifest",

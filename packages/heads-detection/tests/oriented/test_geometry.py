@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from .conftest import random_boxes
 from heads_detection.oriented.geometry import (
     box_frame_offsets,
     boxes_from_torchvision,
@@ -20,6 +19,8 @@ from heads_detection.oriented.geometry import (
 )
 from heads_detection.oriented.loss import kld_box_loss
 from torchvision.ops import box_convert
+
+from .conftest import random_boxes
 
 STYLES = ("ltrb", "delta")
 

@@ -7,7 +7,15 @@ import math
 
 import pytest
 import torch
-from heads_core import ManifestError, build_model, get_plugin, inspect_checkpoint, load_model, save_model, validate_manifest
+from heads_core import (
+    ManifestError,
+    build_model,
+    get_plugin,
+    inspect_checkpoint,
+    load_model,
+    save_model,
+    validate_manifest,
+)
 from heads_detection.oriented.geometry import boxes_to_polygons
 from heads_detection.oriented.plugin import OrientedDetectionManifest
 from heads_detection.oriented.synthetic import SyntheticRectangles
@@ -78,7 +86,7 @@ def saved(request, tmp_path_factory):
 
 
 def test_loaded_outputs_equal_built_outputs(saved):
-    manifest, built, path = saved
+    _, built, path = saved
     loaded = load_model(path).model
     images = [torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(1)), torch.rand(3, 72, 64)]
     built.eval()

@@ -138,7 +138,7 @@ def _checkpoint_name_of(source: Path) -> str | None:
         from heads_core import read_manifest_data
 
         data = read_manifest_data(source)
-    except Exception:  # an unreadable manifest is reported by build_one
+    except Exception:  # noqa: BLE001 (an unreadable manifest, whatever the cause, is reported by build_one)
         return None
     return f"{data.get('name')}-{data.get('version')}.safetensors"
 

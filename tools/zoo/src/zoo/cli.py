@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -82,7 +82,7 @@ def build(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Manifests built at once, each in its own process.")] = 1,
 ) -> None:
     """Build manifests into checkpoints; unchanged manifests are skipped."""
-    from .building import find_manifests, run_build
+    from .building import find_manifests
 
     sources = find_manifests(paths)
     missing = [str(p) for p in sources if not p.exists()]
@@ -134,8 +134,8 @@ def _print_summary(outcomes: list) -> None:
 
 @app.command("list")
 def list_checkpoints(
-    target: Annotated[Optional[str], typer.Argument(help="A folder of checkpoints (default zoo-build), or a registry reference: oci://HOST:PORT for its repositories, oci://HOST:PORT/REPOSITORY, oci-layout:PATH, a layout folder, or a repository NAME in the default registry.")] = None,  # noqa: UP007
-    registry: Annotated[Optional[str], typer.Option("--registry", help=REGISTRY_HELP + " Without TARGET, list its repositories.")] = None,  # noqa: UP007
+    target: Annotated[str | None, typer.Argument(help="A folder of checkpoints (default zoo-build), or a registry reference: oci://HOST:PORT for its repositories, oci://HOST:PORT/REPOSITORY, oci-layout:PATH, a layout folder, or a repository NAME in the default registry.")] = None,
+    registry: Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP + " Without TARGET, list its repositories.")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
 ) -> None:
     """List the checkpoints in a folder, the tags of a registry repository, or the repositories of a registry."""
@@ -182,7 +182,7 @@ def _list_folder(folder: Path) -> None:
 def inspect(
     target: Annotated[str, typer.Argument(help="A zoo checkpoint (.safetensors), or a registry reference with a tag or digest.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
-    registry: Annotated[Optional[str], typer.Option("--registry", help=REGISTRY_HELP)] = None,  # noqa: UP007
+    registry: Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
 ) -> None:
     """Show a checkpoint's manifest, outputs, parameter count, size and sha256; for a reference, its artifact without the weights."""
@@ -252,8 +252,8 @@ def schema() -> None:
 @app.command()
 def publish(
     checkpoint: Annotated[Path, typer.Argument(help="A zoo checkpoint (.safetensors).")],
-    target: Annotated[Optional[str], typer.Argument(help="Where to publish: oci://HOST:PORT/REPOSITORY:TAG, oci-layout:PATH:TAG, a folder path, or NAME:TAG in the default registry; the repository, tag and port are optional. The repository defaults to the manifest's name and the tag to its version.")] = None,  # noqa: UP007
-    registry: Annotated[Optional[str], typer.Option("--registry", help=REGISTRY_HELP)] = None,  # noqa: UP007
+    target: Annotated[str | None, typer.Argument(help="Where to publish: oci://HOST:PORT/REPOSITORY:TAG, oci-layout:PATH:TAG, a folder path, or NAME:TAG in the default registry; the repository, tag and port are optional. The repository defaults to the manifest's name and the tag to its version.")] = None,
+    registry: Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)] = None,
     force: Annotated[bool, typer.Option("--force", help="Move the tag when it already points to other content.")] = False,
     insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
 ) -> None:
@@ -293,7 +293,7 @@ def publish(
 def pull(
     reference: Annotated[str, typer.Argument(help="The artifact: oci://HOST:PORT/REPOSITORY:TAG, oci-layout:PATH:TAG, a layout folder with :TAG, or NAME:TAG in the default registry; @sha256:HEX may replace :TAG.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the checkpoint file.")] = Path("."),
-    registry: Annotated[Optional[str], typer.Option("--registry", help=REGISTRY_HELP)] = None,  # noqa: UP007
+    registry: Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a file of the same name that has other content.")] = False,
     insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
 ) -> None:
@@ -408,7 +408,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes shown per image (classification).")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
-    draw: Annotated[Optional[Path], typer.Option("--draw", help="Write the image with the prediction drawn (detection, segmentation); with several images, the image name is appended.")] = None,  # noqa: UP007
+    draw: Annotated[Path | None, typer.Option("--draw", help="Write the image with the prediction drawn (detection, segmentation); with several images, the image name is appended.")] = None,
 ) -> None:
     """Run a checkpoint on images and print what it predicts."""
     from heads_core import ZooError, get_plugin, load_model

@@ -9,8 +9,8 @@ folder take turns through an exclusive `flock` on `.zoo-build.lock`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import fcntl
+import functools
 import hashlib
 import json
 import os

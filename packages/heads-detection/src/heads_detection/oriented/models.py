@@ -24,13 +24,13 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
 from ..models import check_images
-from .geometry import BoxCodingStyle, box_frame_offsets, decode_boxes, encode_boxes, enclosing_boxes, normalize_boxes
+from .geometry import BoxCodingStyle, box_frame_offsets, decode_boxes, enclosing_boxes, encode_boxes, normalize_boxes
 from .head import OrientedFCOSHead, OrientedRetinaNetHead
 from .iou import batched_rotated_nms
 from .loss import angle_loss, kld_box_loss

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 from torchvision.models.detection.image_list import ImageList
 
 __all__ = ["OrientedTransform", "scale_boxes"]

@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .artifact import (
     CHUNK_BYTES,
@@ -32,6 +32,9 @@ from .errors import NotFoundError, RegistryError, VerificationError
 from .files import create_temporary, write_atomically
 from .reference import DIGEST_RE, LayoutReference
 from .remote import Progress
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["LayoutStore", "is_layout"]
 
@@ -63,7 +66,7 @@ class LayoutStore:
     def close(self) -> None:
         """Release nothing; present so both stores share one interface."""
 
-    def __enter__(self) -> LayoutStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -44,6 +44,7 @@ from .reference import DIGEST_RE, RemoteReference, is_loopback
 
 if TYPE_CHECKING:
     import requests
+    from typing_extensions import Self
 
 __all__ = ["Progress", "RemoteStore"]
 
@@ -130,7 +131,7 @@ class RemoteStore:
         """Close the HTTP connections."""
         self.session.close()
 
-    def __enter__(self) -> RemoteStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
