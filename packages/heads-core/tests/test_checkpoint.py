@@ -1,14 +1,23 @@
 import json
 import pickle
 import struct
+import subprocess
+import sys
 
 import pytest
 import torch
-from torch import nn
-
-from heads_core import CheckpointError, build_model, inspect_checkpoint, load_model, save_model, validate_manifest
+from heads_core import (
+    CheckpointError,
+    ManifestError,
+    build_model,
+    inspect_checkpoint,
+    load_model,
+    save_model,
+    validate_manifest,
+)
 from heads_core._api import assign_state
 from heads_core.checkpoint import read_header, read_tensors, write_checkpoint
+from torch import nn
 
 from .conftest import manifest_data
 
@@ -174,3 +183,27 @@ def test_write_is_atomic_on_failure(tmp_path):
     with pytest.raises(ValueError, match="meta device"):
         write_checkpoint(target, {"a": torch.ones(2), "b": torch.empty(3, device="meta")}, {})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unchecked_backbone_name_accepted():
+    data = manifest_data(backbone={"source": "timm", "name": "no_such_model"})
+    with pytest.raises(ManifestError, match="unknown timm backbone 'no_such_model'"):
+        validate_manifest(data)
+    assert validate_manifest(data, check_backbone_names=False).backbone.name == "no_such_model"
+
+
+def test_inspect_checkpoint_skips_timm_import(tmp_path):
+    manifest = validate_manifest(manifest_data(
+        backbone={"source": "timm", "name": "test_resnet"},
+        preprocess={"input_size": [32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+    ))
+    path = tmp_path / "tiny.safetensors"
+    save_model(build_model(manifest).model, manifest, path)
+    # A fresh interpreter, because this one imported timm to build the model.
+    code = (
+        "import sys, heads_core\n"
+        f"header, manifest = heads_core.inspect_checkpoint({str(path)!r})\n"
+        "print(manifest.backbone.name, 'timm' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["test_resnet", "False"]

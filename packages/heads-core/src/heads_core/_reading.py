@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from .errors import ManifestError, ManifestProblem, ZooError
+from .manifest import CHECK_BACKBONE_NAMES
 from .plugins import get_plugin, installed_plugins
 
 if sys.version_info >= (3, 11):
@@ -97,7 +98,7 @@ def _parse(text: str, suffix: str) -> Any:
         return tomllib.loads(text)
     import yaml
 
-    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=_yaml_loader())
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:
@@ -169,8 +170,12 @@ def problems_from_validation(error: ValidationError, model: Any = None) -> list[
     return problems
 
 
-def validate_manifest(data: Mapping[str, Any], source: str = "<manifest>") -> Any:
+def validate_manifest(data: Mapping[str, Any], source: str = "<manifest>", *, check_backbone_names: bool = True) -> Any:
     """Validate a manifest mapping and return the task's manifest instance.
+
+    With `check_backbone_names=False` the backbone's name is not looked up in
+    its library, which spares importing timm or torchvision; use it only for
+    a manifest that was checked when its checkpoint was built.
 
     Raises:
         ManifestError: with one problem per invalid field.
@@ -186,7 +191,8 @@ def validate_manifest(data: Mapping[str, Any], source: str = "<manifest>") -> An
     except ValueError as error:
         raise ManifestError(source, [ManifestProblem("task", str(error))]) from None
     try:
-        return plugin.manifest_type.model_validate(dict(data))
+        context = {CHECK_BACKBONE_NAMES: check_backbone_names}
+        return plugin.manifest_type.model_validate(dict(data), context=context)
     except ValidationError as error:
         raise ManifestError(source, problems_from_validation(error, plugin.manifest_type)) from None
     except ZooError as error:  # a missing optional package found while checking the backbone

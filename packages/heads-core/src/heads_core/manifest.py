@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
 
 from ._backbones import check_backbone_name, timm_input_size
 
@@ -33,6 +32,8 @@ MAX_CLASSES = 100_000
 MAX_OUTPUTS = 10_000
 MAX_INPUT_SIDE = 8192
 MAX_IN_CHANS = 64
+# Validation context key: False skips looking backbone names up in timm or torchvision.
+CHECK_BACKBONE_NAMES = "check_backbone_names"
 
 SafeName = Annotated[
     str,
@@ -68,8 +69,10 @@ class BackboneSpec(StrictModel):
     in_chans: Annotated[int, Field(ge=1, le=MAX_IN_CHANS)] = 3
 
     @model_validator(mode="after")
-    def _known_name(self) -> BackboneSpec:
-        check_backbone_name(self.source, self.name)
+    def _known_name(self, info: ValidationInfo) -> BackboneSpec:
+        # Reading a checkpoint's header skips this check, so it need not import timm or torchvision.
+        if (info.context or {}).get(CHECK_BACKBONE_NAMES, True):
+            check_backbone_name(self.source, self.name)
         return self
 
 
@@ -123,7 +126,7 @@ def default_preprocess(backbone: BackboneSpec) -> Preprocess:
             crop_pct = cfg.crop_pct or crop_pct
     return Preprocess(
         input_size=size,
-        resize=int(math.floor(size[0] / crop_pct)),
+        resize=math.floor(size[0] / crop_pct),
         mean=_per_channel(tuple(mean), backbone.in_chans),
         std=_per_channel(tuple(std), backbone.in_chans),
         interpolation=interpolation,

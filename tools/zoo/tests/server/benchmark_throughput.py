@@ -82,8 +82,8 @@ def main() -> None:
     size = arguments.checkpoint.stat().st_size
     import heads_core
 
-    # Reading the checkpoint once imports what its validation needs (timm for a
-    # timm backbone's name), so the first timed publish does not pay for it.
+    # Reading the checkpoint once imports what reading it needs (torch and the
+    # task's package), so the first timed publish does not pay for it.
     heads_core.inspect_checkpoint(arguments.checkpoint)
 
     rows: dict[str, list[tuple[float, int]]] = {}
