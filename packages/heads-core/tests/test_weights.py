@@ -163,3 +163,59 @@ def test_missing_weights_file_named(tmp_path, source):
         build_model(manifest, weights_dir=tmp_path)
     assert str(tmp_path / "nope.safetensors") in str(raised.value)
     assert "give the path of an existing weights file" in str(raised.value)
+
+
+def test_torchvision_safetensors_file_loads(tmp_path):
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    reference = torchvision.models.resnet18()
+    save_file(reference.state_dict(), str(tmp_path / "w.safetensors"))
+    manifest = validate_manifest(
+        manifest_data(backbone={"source": "torchvision", "name": "resnet18", "weights": "w.safetensors"})
+    )
+    result = build_model(manifest, weights_dir=tmp_path)
+    assert torch.equal(result.model.backbone.model.conv1.weight, reference.conv1.weight)
+
+
+def _write_bad_weights(folder, kind):
+    """Write a weights file of one broken kind and return its name."""
+    import timm
+    from safetensors.torch import save_file
+
+    if kind == "other-model":
+        save_file(timm.create_model("test_resnet").state_dict(), str(folder / "other.safetensors"))
+        return "other.safetensors"
+    if kind == "whole-model":
+        torch.save(timm.create_model("test_resnet"), folder / "whole.pth")
+        return "whole.pth"
+    if kind == "garbage-pickle":
+        (folder / "garbage.pth").write_bytes(b"\x00not a pickle" * 64)
+        return "garbage.pth"
+    (folder / "garbage.safetensors").write_bytes(b"\xff" * 1024)
+    return "garbage.safetensors"
+
+
+BAD_WEIGHTS = {
+    "other-model": "does not fit {source} resnet18; is it a file for another model? missing keys",
+    "whole-model": "holds Python objects besides tensors (timm.models",
+    "garbage-pickle": "is damaged or not a PyTorch weights file (UnpicklingError)",
+    "garbage-safetensors": "not a readable safetensors file (Error while deserializing header",
+}
+
+
+@pytest.mark.parametrize("source", ["torchvision", "timm"])
+@pytest.mark.parametrize("kind", sorted(BAD_WEIGHTS))
+def test_bad_weights_file_explained(tmp_path, source, kind):
+    from heads_core import CheckpointError
+
+    name = _write_bad_weights(tmp_path, kind)
+    manifest = validate_manifest(manifest_data(backbone={"source": source, "name": "resnet18", "weights": name}))
+    with pytest.raises(CheckpointError) as raised:
+        build_model(manifest, weights_dir=tmp_path)
+    message = str(raised.value)
+    assert message.startswith(str(tmp_path / name))
+    assert BAD_WEIGHTS[kind].format(source=source) in message
+    assert "\x1b[" not in message
+    assert len(message) < 1000

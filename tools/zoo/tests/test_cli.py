@@ -262,3 +262,32 @@ def test_inspect_plain_file_is_clear(tmp_path):
     assert result.returncode == 2
     assert "too short" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_bad_weights_file_does_not_stop_build(manifests, tmp_path, jobs):
+    (manifests / "garbage.safetensors").write_bytes(b"\xff" * 1024)
+    write(manifests, "garbage.yaml", name="garbage",
+          backbone={"source": "timm", "name": "test_resnet", "weights": "garbage.safetensors"})
+    out = tmp_path / "out"
+    result = zoo("build", str(manifests), "--out", str(out), "-j", jobs)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "garbage.safetensors: not a readable safetensors file" in result.stderr
+    assert sorted(path.name for path in out.glob("*.safetensors")) == ["regress-1.0.0.safetensors", "tiny-1.0.0.safetensors"]
+    lock = json.loads((out / "zoo.lock.json").read_text())["checkpoints"]
+    assert sorted(lock) == ["regress-1.0.0.safetensors", "tiny-1.0.0.safetensors"]
+
+
+def test_unexpected_error_becomes_failed_outcome(manifests, tmp_path, monkeypatch):
+    import heads_core
+    from zoo.building import build_one
+
+    def broken_build(*args, **kwargs):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(heads_core, "build_model", broken_build)
+    outcome = build_one(str(manifests / "tiny.yaml"), str(tmp_path / "out"))
+    assert outcome.status == "failed"
+    assert outcome.message == f"{manifests / 'tiny.yaml'}: KeyError: 'surprise'"
+    assert not list((tmp_path / "out").glob("*.safetensors"))

@@ -26,6 +26,7 @@ from ._imports import require
 from ._meta import meta_forward
 from ._weights import (
     adapt_input_conv,
+    first_line_of,
     hf_cache_candidates,
     is_weight_file,
     key_mismatch_message,
@@ -33,7 +34,7 @@ from ._weights import (
     strip_known_prefix,
     torchvision_cache_file,
 )
-from .errors import WeightsNotFoundError
+from .errors import CheckpointError, WeightsNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -389,7 +390,37 @@ def _create_timm(name: str, weights: str | None, in_chans: int, **kwargs: object
     timm = require("timm", "a timm backbone")
     full_name, pretrained_kwargs = _timm_pretrained_kwargs(name, weights)
     logger.info("creating timm model %s (weights: %s)", full_name, weights or "random")
-    return timm.create_model(full_name, in_chans=in_chans, **pretrained_kwargs, **kwargs)
+    try:
+        return timm.create_model(full_name, in_chans=in_chans, **pretrained_kwargs, **kwargs)
+    except Exception as error:
+        if not pretrained_kwargs.get("pretrained"):
+            raise
+        # For a file that does not fit, timm passes on the raw torch or safetensors error, so explain it here.
+        file = pretrained_kwargs["pretrained_cfg_overlay"]["file"]
+        raise _timm_weights_problem(timm, full_name, file, error) from error
+
+
+def _timm_weights_problem(timm: object, name: str, file: str, error: Exception) -> CheckpointError:
+    """Explain why timm could not load `file` into model `name`, naming the file and what differs."""
+    state = read_state_dict(file)  # raises a CheckpointError of its own for an unreadable file
+    with torch.device("meta"):
+        expected = {key: tuple(value.shape) for key, value in timm.create_model(name).state_dict().items()}
+    state = strip_known_prefix(state, set(expected))
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    if missing or unexpected:
+        return CheckpointError(
+            file,
+            f"does not fit timm {name}; is it a file for another model? {key_mismatch_message(missing, unexpected, 5)}",
+        )
+    resized = sorted(key for key in expected if tuple(state[key].shape) != expected[key])
+    problem = f"timm could not load it into {name} ({type(error).__name__}: {first_line_of(error)})"
+    if resized:
+        first = resized[0]
+        problem += (
+            f"; {len(resized)} tensors have other shapes, such as {first}: {list(state[first].shape)} in the file, "
+            f"{list(expected[first])} in the model"
+        )
+    return CheckpointError(file, problem)
 
 
 def _create_torchvision(name: str, weights: str | None, in_chans: int) -> nn.Module:
@@ -403,9 +434,10 @@ def _create_torchvision(name: str, weights: str | None, in_chans: int) -> nn.Mod
         state = strip_known_prefix(state, expected)
         missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:
-            raise ValueError(
-                f"weights file {weights} does not match torchvision {name}: "
-                f"{key_mismatch_message(missing, unexpected)}"
+            raise CheckpointError(
+                weights,
+                f"does not fit torchvision {name}; is it a file for another model? "
+                f"{key_mismatch_message(missing, unexpected, 5)}",
             )
         model.load_state_dict(state)
     else:

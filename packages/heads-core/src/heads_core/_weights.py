@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,27 +35,48 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise WeightsNotFoundError(str(path), [str(path.resolve())], "give the path of an existing weights file")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
-        except SafetensorsError as error:
+        except (SafetensorError, OSError) as error:
             raise CheckpointError(path, f"not a readable safetensors file ({error})") from error
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several unrelated types for bad pickles
-        raise CheckpointError(
-            path,
-            f"cannot be read as a weights-only state dict ({type(error).__name__}: {error}); "
-            "convert it to safetensors or save a plain state dict",
-        ) from error
+        raise CheckpointError(path, _pickle_problem(error)) from error
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
         raise CheckpointError(path, "does not contain a state dict (a mapping of names to tensors)")
     return dict(loaded)
+
+
+# Terminal colour codes, which torch puts in some messages.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line_of(error: Exception) -> str:
+    """Return the first line of an error's message, without terminal colour codes."""
+    lines = _ANSI_ESCAPE.sub("", str(error)).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _pickle_problem(error: Exception) -> str:
+    """Explain why torch.load with weights_only=True could not read a file."""
+    fix = "give a safetensors file or a plain state dict saved with torch.save(model.state_dict(), path)"
+    python_object = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    if python_object:
+        return (
+            f"holds Python objects besides tensors ({python_object.group(1)}; a whole model saved with "
+            "torch.save(model), for example), which are not loaded because unpickling them could run code; "
+            + fix
+        )
+    if isinstance(error, pickle.UnpicklingError):
+        return f"is damaged or not a PyTorch weights file (UnpicklingError); {fix}"
+    return f"cannot be read as a weights-only state dict ({type(error).__name__}: {first_line_of(error)}); {fix}"
 
 
 def strip_known_prefix(state: Mapping[str, Tensor], expected: set[str]) -> dict[str, Tensor]:

@@ -109,6 +109,9 @@ def build_one(source: str, out: str, previous: LockEntry | None = None) -> Outco
         checkpoint_hash = save_model(result.model, manifest, target, result.reinitialized, result.measured_shapes)
     except (ZooError, ValueError, TypeError, RuntimeError, OSError) as error:
         return Outcome(source, "failed", name, time.perf_counter() - started, message=f"{source}: {error}")
+    except Exception as error:  # noqa: BLE001 (one manifest's failure, whatever its kind, must not stop the rest)
+        message = f"{source}: {type(error).__name__}: {error}"
+        return Outcome(source, "failed", name, time.perf_counter() - started, message=message)
     stat = target.stat()
     entry = LockEntry(source, file_hash, manifest_hash, checkpoint_hash, stat.st_size, stat.st_mtime_ns, versions, weight_files)
     return Outcome(source, "built", name, time.perf_counter() - started, stat.st_size, entry=entry)
@@ -200,9 +203,13 @@ def _run_pending(pending: list[Path], out: Path, lock: dict[str, LockEntry], job
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(max_workers=jobs, initializer=_start_worker, initargs=(threads,)) as pool:
-        futures = [pool.submit(build_one, str(s), str(out), previous[str(s)]) for s in pending]
+        futures = {pool.submit(build_one, str(s), str(out), previous[str(s)]): str(s) for s in pending}
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except Exception as error:  # noqa: BLE001 (a worker that died, killed for memory for example)
+                source = futures[future]
+                yield Outcome(source, "failed", message=f"{source}: the worker process building it failed ({error!r})")
 
 
 def _start_worker(threads: int) -> None:
