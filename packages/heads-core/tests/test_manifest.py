@@ -174,3 +174,39 @@ def test_key_with_line_break_stays_one_line():
     lines = str(error).splitlines()
     assert len(lines) == len(error.problems)
     assert "preprocess.' \\x85': unknown key" in str(error)
+
+
+def test_partial_preprocess_filled_from_backbone():
+    manifest = validate_manifest(manifest_data(
+        backbone={"source": "timm", "name": "resnet18", "in_chans": 4},
+        preprocess={"input_size": [64, 64], "resize": 72},
+    ))
+    assert manifest.preprocess.input_size == (64, 64)
+    assert manifest.preprocess.resize == 72
+    assert manifest.preprocess.mean == (0.485, 0.456, 0.406, 0.449)
+    assert manifest.preprocess.std == (0.229, 0.224, 0.225, 0.226)
+
+
+def test_resize_below_crop_rejected():
+    text = str(_problems(manifest_data(
+        preprocess={"input_size": [64, 64], "resize": 10, "mean": [0.5] * 3, "std": [0.25] * 3},
+    )))
+    assert "preprocess: resize 10 is smaller than input_size's shorter side 64" in text
+    assert "give resize of at least 64" in text
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("torchvision", "unknown torchvision weights 'a1_in1k_nope' for resnet18; choose one of: DEFAULT, IMAGENET1K_V1"),
+        ("timm", "unknown timm pretrained tag 'a1_in1k_nope' for resnet18; choose one of: a1_in1k,"),
+    ],
+)
+def test_unknown_weights_tag_rejected(source, expected):
+    text = str(_problems(manifest_data(backbone={"source": source, "name": "resnet18", "weights": "a1_in1k_nope"})))
+    assert f"m.yaml: backbone: {expected}" in text
+
+
+def test_number_for_text_suggests_quotes():
+    text = str(_problems(manifest_data(version=1.0)))
+    assert 'version: Input should be a valid string (got 1.0); put the value in quotes to keep it text, such as "1.0"' in text

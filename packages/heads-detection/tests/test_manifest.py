@@ -167,3 +167,9 @@ def test_canonical_manifest_validates_to_itself() -> None:
         manifest = small_manifest(architecture)
         again = validate_manifest(manifest.model_dump(mode="json"))
         assert canonical_json(again) == canonical_json(manifest)
+
+
+def test_partial_preprocess_filled_from_backbone():
+    manifest = validate_manifest(manifest_data("fcos", preprocess={"mean": [0.5, 0.5, 0.5]}))
+    assert manifest.preprocess.mean == (0.5, 0.5, 0.5)
+    assert manifest.preprocess.std == pytest.approx((0.229, 0.224, 0.225))

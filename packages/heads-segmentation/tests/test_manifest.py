@@ -170,3 +170,10 @@ def test_manifest_file_roundtrip(write_manifest):
     manifest = load_manifest(write_manifest(description="yaml file"))
     assert manifest.description == "yaml file"
     assert manifest.backbone.output_stride == 16
+
+
+def test_partial_preprocess_filled_from_backbone():
+    manifest = validate_manifest(seg_data(preprocess={"input_size": [96, 96]}))
+    assert manifest.preprocess.input_size == (96, 96)
+    assert manifest.preprocess.mean == (0.485, 0.456, 0.406)
+    assert manifest.preprocess.std == (0.229, 0.224, 0.225)

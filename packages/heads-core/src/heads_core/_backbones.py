@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -362,15 +363,7 @@ def _timm_pretrained_kwargs(name: str, weights: str | None) -> tuple[str, dict]:
         if not Path(weights).is_file():  # timm itself raises FileNotFoundError without a message
             raise WeightsNotFoundError(weights, [str(Path(weights).resolve())], "give the path of an existing weights file")
         return name, {"pretrained": True, "pretrained_cfg_overlay": {"file": weights}}
-    timm = require("timm", "a timm backbone")
-    full_name = name if weights in ("default", "DEFAULT") or "." in name else f"{name}.{weights}"
-    cfg = timm.get_pretrained_cfg(full_name, allow_unregistered=False)
-    if cfg is None:
-        raise WeightsNotFoundError(
-            f"{weights!r} of timm model {name!r}",
-            [f"timm pretrained tags of {name}"],
-            f"choose a tag from timm.list_pretrained({name.split('.')[0] + '*'!r}) or give a weights file path",
-        )
+    full_name, cfg = _timm_tagged(name, weights)
     repo = cfg.hf_hub_id
     searched: list[str] = []
     found = None
@@ -384,6 +377,36 @@ def _timm_pretrained_kwargs(name: str, weights: str | None) -> tuple[str, dict]:
             "folder, or give the file path as weights",
         )
     return full_name, {"pretrained": True, "pretrained_cfg_overlay": {"file": found}}
+
+
+def _timm_tagged(name: str, weights: str) -> tuple[str, object]:
+    """Return the timm model name with the pretrained tag `weights` and its pretrained configuration."""
+    timm = require("timm", "a timm backbone")
+    full_name = name if weights in ("default", "DEFAULT") or "." in name else f"{name}.{weights}"
+    try:
+        cfg = timm.get_pretrained_cfg(full_name, allow_unregistered=False)
+    except RuntimeError:  # timm raises this for a tag that a known model does not have
+        cfg = None
+    if cfg is None:
+        architecture = name.split(".")[0]
+        tags = [tagged.partition(".")[2] for tagged in timm.list_pretrained(f"{architecture}.*")]
+        choices = f"choose one of: {', '.join(tags)}" if tags else f"timm has no pretrained tags for {architecture}"
+        raise ValueError(f"unknown timm pretrained tag {weights!r} for {architecture}; {choices}, or give a weights file path")
+    return full_name, cfg
+
+
+def check_weights_tag(source: str, name: str, weights: str | None) -> None:
+    """Raise when `weights` is a pretrained tag that the library does not have for `name`.
+
+    Files and missing weights are not checked here: a file's path is relative
+    to the manifest's folder, and the build looks for it.
+    """
+    if weights is None or is_weight_file(weights):
+        return
+    if source == "timm":
+        _timm_tagged(name, weights)
+    else:
+        _torchvision_member(name, weights)
 
 
 def _create_timm(name: str, weights: str | None, in_chans: int, **kwargs: object) -> nn.Module:
@@ -447,20 +470,24 @@ def _create_torchvision(name: str, weights: str | None, in_chans: int) -> nn.Mod
     return model
 
 
-def _torchvision_weights(name: str, weights: str) -> object:
+def _torchvision_member(name: str, weights: str) -> Any:
+    """Return the member of torchvision's weights enum of `name` that `weights` names ("DEFAULT" resolved)."""
     tv_models = require("torchvision.models", "a torchvision backbone")
     enum = tv_models.get_model_weights(name)
     member_name = weights.rsplit(".", 1)[-1]
     if member_name == "DEFAULT" or member_name == "default":
-        member = enum.DEFAULT
-    else:
-        members = {m.name: m for m in enum}
-        if member_name not in members:
-            raise ValueError(
-                f"unknown torchvision weights {weights!r} for {name}; choose one of: "
-                + ", ".join(["DEFAULT", *members])
-            )
-        member = members[member_name]
+        return enum.DEFAULT
+    members = {m.name: m for m in enum}
+    if member_name not in members:
+        raise ValueError(
+            f"unknown torchvision weights {weights!r} for {name}; choose one of: " + ", ".join(["DEFAULT", *members])
+        )
+    return members[member_name]
+
+
+def _torchvision_weights(name: str, weights: str) -> object:
+    member = _torchvision_member(name, weights)
+    enum = type(member)
     path = torchvision_cache_file(member.url)
     if not path.is_file():
         raise WeightsNotFoundError(

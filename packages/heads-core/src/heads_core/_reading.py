@@ -166,6 +166,9 @@ def problems_from_validation(error: ValidationError, model: Any = None) -> list[
             message = "unknown key; remove it or check its spelling"
         if allowed is not None:
             message += f"; allowed: {allowed}"
+        if item["type"] == "string_type" and type(item.get("input")) in (int, float):
+            # YAML reads an unquoted 1.0 as a number.
+            message += f'; put the value in quotes to keep it text, such as "{item["input"]}"'
         problems.append(ManifestProblem(_format_location(item["loc"]), " ".join(message.split())))
     return problems
 
@@ -173,9 +176,10 @@ def problems_from_validation(error: ValidationError, model: Any = None) -> list[
 def validate_manifest(data: Mapping[str, Any], source: str = "<manifest>", *, check_backbone_names: bool = True) -> Any:
     """Validate a manifest mapping and return the task's manifest instance.
 
-    With `check_backbone_names=False` the backbone's name is not looked up in
-    its library, which spares importing timm or torchvision; use it only for
-    a manifest that was checked when its checkpoint was built.
+    With `check_backbone_names=False` the backbone's name and pretrained tag
+    are not looked up in its library, which spares importing timm or
+    torchvision; use it only for a manifest that was checked when its
+    checkpoint was built.
 
     Raises:
         ManifestError: with one problem per invalid field.

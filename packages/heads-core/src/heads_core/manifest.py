@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
-from ._backbones import check_backbone_name, timm_input_size
+from ._backbones import check_backbone_name, check_weights_tag, timm_input_size
 
 __all__ = [
     "AnomalyManifest",
@@ -32,7 +41,7 @@ MAX_CLASSES = 100_000
 MAX_OUTPUTS = 10_000
 MAX_INPUT_SIDE = 8192
 MAX_IN_CHANS = 64
-# Validation context key: False skips looking backbone names up in timm or torchvision.
+# Validation context key: False skips looking backbone names and pretrained tags up in timm or torchvision.
 CHECK_BACKBONE_NAMES = "check_backbone_names"
 
 SafeName = Annotated[
@@ -73,6 +82,7 @@ class BackboneSpec(StrictModel):
         # Reading a checkpoint's header skips this check, so it need not import timm or torchvision.
         if (info.context or {}).get(CHECK_BACKBONE_NAMES, True):
             check_backbone_name(self.source, self.name)
+            check_weights_tag(self.source, self.name, self.weights)
         return self
 
 
@@ -95,6 +105,12 @@ class Preprocess(StrictModel):
     def _same_lengths(self) -> Preprocess:
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}; give one per channel")
+        shorter = min(self.input_size)
+        if self.resize is not None and self.resize < shorter:
+            raise ValueError(
+                f"resize {self.resize} is smaller than input_size's shorter side {shorter}, so the crop would "
+                f"stretch the image; give resize of at least {shorter}, or leave it out"
+            )
         return self
 
 
@@ -148,6 +164,28 @@ class ManifestBase(StrictModel):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     preprocess: Preprocess | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _complete_preprocess(cls, data: Any) -> Any:
+        """Fill the required preprocess fields that a preprocess block leaves out from the backbone's defaults."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("preprocess"), Mapping):
+            return data
+        preprocess_type = _model_in(cls.model_fields["preprocess"].annotation)
+        backbone_type = _model_in(cls.model_fields["backbone"].annotation)
+        if preprocess_type is None or backbone_type is None:
+            return data
+        block = data["preprocess"]
+        missing = [name for name, field in preprocess_type.model_fields.items() if field.is_required() and name not in block]
+        if not missing:
+            return data
+        try:
+            backbone = backbone_type.model_validate(data.get("backbone"))
+        except (ValidationError, ValueError, TypeError):
+            return data  # the backbone's own problems are reported by the full validation
+        defaults = default_preprocess(backbone)
+        filled = {name: getattr(defaults, name) for name in missing if name in Preprocess.model_fields}
+        return {**data, "preprocess": {**block, **filled}}
+
     @model_validator(mode="after")
     def _fill_preprocess(self) -> ManifestBase:
         if self.preprocess is None:
@@ -159,6 +197,17 @@ class ManifestBase(StrictModel):
                 f"backbone.in_chans is {self.backbone.in_chans}; give one value per input channel"
             )
         return self
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """Return the pydantic model class in a field's annotation, such as `Preprocess | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def _check_names(names: list[str] | None, count: int, names_field: str, count_field: str) -> None:
