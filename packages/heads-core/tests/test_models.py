@@ -156,3 +156,11 @@ def test_loaded_model_is_eval_and_trainable(tmp_path):
         loaded.head.fc.weight.add_(1.0)
     again = load_model(tmp_path / "m.safetensors").model
     assert torch.equal(again.head.fc.weight, model.head.fc.weight)
+
+
+def test_build_model_takes_mapping():
+    data = manifest_data(backbone={"source": "timm", "name": "test_resnet"})
+    from_mapping = build_model(data).model.state_dict()
+    from_manifest = build_model(validate_manifest(data)).model.state_dict()
+    assert from_mapping.keys() == from_manifest.keys()
+    assert all(torch.equal(from_mapping[key], from_manifest[key]) for key in from_mapping)

@@ -291,3 +291,10 @@ def test_unexpected_error_becomes_failed_outcome(manifests, tmp_path, monkeypatc
     assert outcome.status == "failed"
     assert outcome.message == f"{manifests / 'tiny.yaml'}: KeyError: 'surprise'"
     assert not list((tmp_path / "out").glob("*.safetensors"))
+
+
+def test_lock_file_mode_matches_checkpoints(manifests, tmp_path):
+    out = tmp_path / "out"
+    assert zoo("build", str(manifests), "--out", str(out)).returncode == 0
+    checkpoint_mode = (out / "tiny-1.0.0.safetensors").stat().st_mode & 0o777
+    assert (out / "zoo.lock.json").stat().st_mode & 0o777 == checkpoint_mode

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -55,17 +56,22 @@ def checkpoint_filename(manifest: ManifestBase) -> str:
     return f"{manifest.name}-{manifest.version}.safetensors"
 
 
-def build_model(manifest: ManifestBase | str | Path, *, weights_dir: str | Path | None = None) -> BuildResult:
+def build_model(
+    manifest: ManifestBase | Mapping[str, Any] | str | Path, *, weights_dir: str | Path | None = None
+) -> BuildResult:
     """Build the model a manifest describes, seeded from the manifest.
 
     Args:
-        manifest: a validated manifest, or the path of a manifest file.
+        manifest: a validated manifest, a mapping of manifest fields (as
+            `validate_manifest` takes), or the path of a manifest file.
         weights_dir: the folder relative weight paths start from; defaults to
             the manifest file's folder, or the working folder.
     """
     if isinstance(manifest, (str, Path)):
         weights_dir = weights_dir or Path(manifest).parent
         manifest = load_manifest(manifest)
+    elif isinstance(manifest, Mapping):
+        manifest = validate_manifest(manifest)
     plugin = get_plugin(manifest.task)
     with torch.random.fork_rng(devices=[]), recording_shapes() as record, deferred_initialisation():
         torch.manual_seed(manifest.seed)

@@ -89,6 +89,10 @@ def write_lock(out: Path, entries: dict[str, LockEntry]) -> None:
     payload = {"version": LOCK_VERSION, "checkpoints": {k: asdict(entries[k]) for k in sorted(entries)}}
     fd, temporary = tempfile.mkstemp(prefix=f".{LOCK_NAME}.", suffix=".partial", dir=out)
     try:
+        # mkstemp makes the file private; give it the mode of the checkpoints beside it.
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w") as file:
             json.dump(payload, file, indent=2, sort_keys=True)
             file.write("\n")
