@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import zoo
 from zoo.registry import (
+    NotFoundError,
     RegistryError,
     RemoteReference,
     TagConflictError,
@@ -237,3 +238,15 @@ def test_cli_tag_conflict_and_stopped_server(registry_server, checkpoint, tmp_pa
     assert f"the connection to {registry_server.address} failed" in down.stderr
     assert "check that the registry is running" in down.stderr
     assert "Traceback" not in down.stderr
+
+
+def test_missing_repository_and_tag_hints(registry_server, checkpoint, tmp_path):
+    publish(checkpoint(), registry_server.url("tiny"))
+    with pytest.raises(NotFoundError) as missing_repository:
+        pull(registry_server.url("nosuchrepo", "1.0.0"), tmp_path / "a")
+    assert f"the repository does not exist; `zoo list oci://{registry_server.address}` shows the repositories" in str(missing_repository.value)
+    with pytest.raises(NotFoundError) as missing_tag:
+        pull(registry_server.url("tiny", "9.9.9"), tmp_path / "b")
+    assert f"`zoo list {registry_server.url('tiny')}` shows the tags it has" in str(missing_tag.value)
+    assert _files(tmp_path / "a") == []
+    assert _files(tmp_path / "b") == []

@@ -359,7 +359,7 @@ class RemoteStore:
         try:
             self._raise_for_status(response, operation, (200,))
         except NotFoundError as error:
-            raise NotFoundError(f"{error}; `zoo list {self.location}` shows the tags it has") from None
+            raise NotFoundError(f"{error}; {self._listing_hint()}") from None
         with contextlib.closing(response):
             body = bytearray()
             for chunk in response.iter_content(CHUNK_BYTES):
@@ -476,6 +476,17 @@ class RemoteStore:
                 return items
             url = urljoin(url, link.group(1))
         raise RegistryError(f"{operation} failed: more than {MAX_LIST_PAGES} pages")
+
+    def _listing_hint(self) -> str:
+        """Name the `zoo list` command that shows what exists, after a manifest was not found."""
+        # distribution 2.8 returns MANIFEST_UNKNOWN for a missing repository too, so ask for its tags.
+        try:
+            self.tags()
+        except NotFoundError:
+            return f"the repository does not exist; `zoo list oci://{self.reference.registry}` shows the repositories"
+        except RegistryError:
+            pass
+        return f"`zoo list {self.location}` shows the tags it has"
 
     def tags(self) -> list[str]:
         """Return the repository's tags, sorted.
