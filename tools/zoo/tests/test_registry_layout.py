@@ -282,3 +282,13 @@ def test_load_replaces_damaged_cache(checkpoint, tmp_path):
 
     zoo.load("tiny:1.0.0")
     assert cached.read_bytes() == source.read_bytes()
+
+
+def test_relative_layout_digest_reference_is_absolute(checkpoint, tmp_path, monkeypatch):
+    source = checkpoint()
+    monkeypatch.chdir(tmp_path)
+    result = publish(source, "oci-layout:layouts/tiny")
+    assert result.digest_reference.path == (tmp_path / "layouts" / "tiny").resolve()
+    monkeypatch.chdir(source.parent)
+    pulled = pull(str(result.digest_reference), tmp_path / "pulled")
+    assert pulled.path.read_bytes() == source.read_bytes()

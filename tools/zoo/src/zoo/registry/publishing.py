@@ -9,7 +9,7 @@ import logging
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -220,9 +220,13 @@ def publish(
                 except RegistryError as error:
                     raise type(error)(f"{error}. The blobs are uploaded; run the publish again to set the tag {tag}") from None
             logger.info("published %s as %s (%d blobs uploaded, %d present)", checkpoint, reference, uploaded, present)
+            digest_reference = reference.with_version(digest=artifact.digest)
+            if isinstance(digest_reference, LayoutReference):
+                # An absolute path keeps the printed digest reference usable from any folder.
+                digest_reference = replace(digest_reference, path=digest_reference.path.resolve())
             return PublishResult(
                 reference,
-                reference.with_version(digest=artifact.digest),
+                digest_reference,
                 artifact.digest,
                 uploaded,
                 present,
