@@ -46,7 +46,9 @@ def test_predict_draws_mask_on_photograph(built):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == str(photo)
-    assert lines[1].strip() == "pixel shares of the 96x96 mask:"
+    # The mask is reported at the photograph's size, as boxes of detectors are.
+    width, height = Image.open(photo).size
+    assert lines[1].strip() == f"pixel shares of the {width}x{height} mask:"
     shares = [float(line.split("%")[0]) for line in lines[2:]]
     assert sum(shares) == pytest.approx(100.0, abs=0.01 * len(shares))
     original = np.asarray(Image.open(photo).convert("RGB")).astype(int)

@@ -235,7 +235,7 @@ def test_inspect_and_predict_on_photograph(manifests, tmp_path):
     assert abs(sum(probabilities) - 1) < 1e-5
 
 
-def test_predict_converts_rgb_for_four_channels(tmp_path):
+def test_predict_four_channels_needs_four_band_image(tmp_path):
     from PIL import Image
 
     path = write(tmp_path, "rgbn.yaml", name="rgbn",
@@ -243,10 +243,16 @@ def test_predict_converts_rgb_for_four_channels(tmp_path):
                  preprocess={"input_size": [64, 64], "mean": [0.5] * 4, "std": [0.25] * 4})
     out = tmp_path / "out"
     assert zoo("build", str(path), "--out", str(out)).returncode == 0
-    image = tmp_path / "rgb.png"
-    Image.new("RGB", (80, 80), "red").save(image)
-    result = zoo("predict", str(out / "rgbn-1.0.0.safetensors"), str(image), "--json")
+    four_bands = tmp_path / "rgbn.png"
+    Image.new("RGBA", (80, 80), (255, 0, 0, 90)).save(four_bands)
+    result = zoo("predict", str(out / "rgbn-1.0.0.safetensors"), str(four_bands), "--json")
     assert result.returncode == 0, result.stderr
+    # An RGB image has no fourth band, and inventing one would feed the model made-up data.
+    three_bands = tmp_path / "rgb.png"
+    Image.new("RGB", (80, 80), "red").save(three_bands)
+    refused = zoo("predict", str(out / "rgbn-1.0.0.safetensors"), str(three_bands), "--json")
+    assert refused.returncode == 2
+    assert "the image is RGB with 3 channels, but the model takes in_chans=4" in refused.stderr
 
 
 def test_schema_is_json():

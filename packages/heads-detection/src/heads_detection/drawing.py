@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from heads_core.preprocessing import to_eight_bit
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["decode_mask", "draw_detections", "encode_mask"]
@@ -53,7 +54,7 @@ def _label_text(detection: dict[str, Any]) -> str:
 
 def draw_detections(image: Image.Image, detections: list[dict[str, Any]]) -> Image.Image:
     """Return an RGB copy of `image` with each detection's mask, box and label drawn on it."""
-    canvas = image.convert("RGBA")
+    canvas = to_eight_bit(image).convert("RGBA")
     overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
     for detection in detections:
         if "mask" in detection:

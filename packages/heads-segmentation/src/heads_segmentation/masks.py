@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from heads_core.preprocessing import to_eight_bit
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["class_colors", "decode_mask", "encode_mask", "overlay_mask"]
@@ -80,7 +81,7 @@ def overlay_mask(
         shares: (class id, pixel share) pairs to list in the legend, largest
             first; at most `LEGEND_ROWS` are shown.
     """
-    rgb = image.convert("RGB")
+    rgb = to_eight_bit(image).convert("RGB")
     resized = Image.fromarray(mask.astype(np.int32)).resize(rgb.size, Image.Resampling.NEAREST)
     ids = np.asarray(resized).astype(np.int64)
     palette = class_colors(max(len(class_names), int(ids.max()) + 1 if ids.size else 1))

@@ -103,19 +103,36 @@ class SegmentationPlugin(TaskPlugin):
         return ((tensor - mean) / std)[0]
 
     def predict(
-        self, model: nn.Module, images: list[Tensor], manifest: SegmentationManifest, top_k: int = 5
+        self,
+        model: nn.Module,
+        images: list[Tensor],
+        manifest: SegmentationManifest,
+        top_k: int = 5,
+        *,
+        image_sizes: list[tuple[int, int]] | None = None,
     ) -> list[dict[str, Any]]:
         """Segment each image and return its mask (PNG, base64) with the share of pixels of each class present.
 
         Images may differ in size, so each runs alone. `top_k` does not apply:
         every class with at least one pixel is listed, largest share first.
+
+        Args:
+            image_sizes: the (height, width) of each original image. When
+                given, each mask is resized to it with nearest-neighbour
+                sampling before the shares are counted, so the mask lines up
+                with the image as detection boxes do. None keeps the masks at
+                the size of the prepared tensors.
         """
+        if image_sizes is not None and len(image_sizes) != len(images):
+            raise ValueError(f"got {len(image_sizes)} image sizes for {len(images)} images; give one (height, width) per image")
         model.eval()
         predictions = []
         with torch.inference_mode():
-            for image in images:
-                logits = model(image.unsqueeze(0))["out"][0]
-                predictions.append(self._interpret(logits.argmax(dim=0), manifest))
+            for index, image in enumerate(images):
+                mask = model(image.unsqueeze(0))["out"][0].argmax(dim=0)
+                if image_sizes is not None:
+                    mask = _resize_class_ids(mask, image_sizes[index])
+                predictions.append(self._interpret(mask, manifest))
         return predictions
 
     def _interpret(self, mask: Tensor, manifest: SegmentationManifest) -> dict[str, Any]:
@@ -149,6 +166,20 @@ class SegmentationPlugin(TaskPlugin):
         mask = decode_mask(prediction["mask"])
         shares = [(row["class_id"], row["share"]) for row in prediction["class_shares"]]
         return overlay_mask(image, mask, self._names(manifest), shares)
+
+
+def _resize_class_ids(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize an (H, W) mask of class ids to `size` by nearest-neighbour sampling of pixel centres.
+
+    This samples the same pixels as Pillow's NEAREST filter and torch's
+    "nearest-exact" mode, without converting the ids to floats.
+    """
+    height, width = size
+    if (height, width) == tuple(mask.shape):
+        return mask
+    rows = ((torch.arange(height) + 0.5) * (mask.shape[0] / height)).long().clamp_(max=mask.shape[0] - 1)
+    columns = ((torch.arange(width) + 0.5) * (mask.shape[1] / width)).long().clamp_(max=mask.shape[1] - 1)
+    return mask[rows.to(mask.device)][:, columns.to(mask.device)]
 
 
 SEGMENTATION = SegmentationPlugin()

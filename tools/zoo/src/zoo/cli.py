@@ -404,23 +404,37 @@ def _inspect_reference(target: str, as_json: bool, registry: str | None, insecur
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="A zoo checkpoint (.safetensors).")],
-    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).")],
+    checkpoint: Annotated[str, typer.Argument(help="A zoo checkpoint file (.safetensors). Pull a registry reference with `zoo pull` first.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF, ...); 16-bit greyscale is scaled by 65535.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes shown per image (classification).")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
-    draw: Annotated[Path | None, typer.Option("--draw", help="Write the image with the prediction drawn (detection, segmentation); with several images, the image name is appended.")] = None,
+    draw: Annotated[Path | None, typer.Option("--draw", help=(
+        "Write the image with the prediction drawn (detection, segmentation); a missing folder is created. "
+        "With several images, each drawing is named after DRAW's stem, a hyphen and the image's stem, "
+        "adding the image's suffix where stems are equal and then a number where names are still equal: "
+        "--draw out/x.png a.jpg a.png writes out/x-a-jpg.png and out/x-a-png.png."
+    ))] = None,
 ) -> None:
-    """Run a checkpoint on images and print what it predicts."""
+    """Run a checkpoint on images and print what it predicts, with masks and boxes in the original image's pixels."""
     from heads_core import ZooError, get_plugin, load_model
     from PIL import Image, UnidentifiedImageError
 
+    from .registry import looks_like_reference
+
+    if not Path(checkpoint).exists() and looks_like_reference(checkpoint):
+        _fail(
+            f"{checkpoint}: no such file; predict takes a local checkpoint file, so pull a registry reference "
+            f"first with `zoo pull {checkpoint}` and pass the path it prints",
+            EXIT_INVALID,
+        )
     try:
-        loaded = load_model(checkpoint)
+        loaded = load_model(Path(checkpoint))
     except ZooError as error:
         _fail(str(error), EXIT_INVALID)
     plugin = get_plugin(loaded.manifest.task)
+    targets = _prepare_draw_targets(draw, images, plugin) if draw is not None else []
     results = []
-    for image_path in images:
+    for index, image_path in enumerate(images):
         try:
             image = Image.open(image_path)
             image.load()
@@ -428,16 +442,18 @@ def predict(
             _fail(f"{image_path}: cannot read the image ({error})", EXIT_INVALID)
         try:
             tensor = plugin.prepare_image(image, loaded.manifest)
-            prediction = plugin.predict(loaded.model, [tensor], loaded.manifest, top_k=top_k)[0]
+            prediction = _predict_image(plugin, loaded.model, tensor, loaded.manifest, top_k, (image.height, image.width))
         except ValueError as error:
             _fail(f"{image_path}: {error}", EXIT_INVALID)
         results.append({"image": str(image_path), **prediction})
-        if draw is not None:
-            target = draw if len(images) == 1 else draw.with_name(f"{draw.stem}-{image_path.stem}{draw.suffix}")
+        if targets:
+            target = targets[index]
             try:
                 plugin.draw(image, prediction, loaded.manifest).save(target)
             except ValueError as error:
                 _fail(str(error), EXIT_INVALID)
+            except OSError as error:
+                _fail(f"{target}: cannot write the drawing ({error.strerror or error})", EXIT_FAILED)
             results[-1]["drawn"] = str(target)
         if not as_json:
             console.print(f"[bold]{image_path}[/bold]")
@@ -445,6 +461,66 @@ def predict(
                 console.print(f"  {line}", highlight=False, markup=False)
     if as_json:
         print(json.dumps(results, indent=2))
+
+
+def _predict_image(plugin: Any, model: Any, tensor: Any, manifest: Any, top_k: int, image_size: tuple[int, int]) -> dict:
+    """Predict one prepared image, passing its original (height, width) to plugins whose `predict` takes `image_sizes`."""
+    import inspect
+
+    # The base TaskPlugin.predict has no `image_sizes`, but segmentation takes it to return masks at the image's size.
+    if "image_sizes" in inspect.signature(plugin.predict).parameters:
+        return plugin.predict(model, [tensor], manifest, top_k=top_k, image_sizes=[image_size])[0]
+    return plugin.predict(model, [tensor], manifest, top_k=top_k)[0]
+
+
+def _prepare_draw_targets(draw: Path, images: list[Path], plugin: Any) -> list[Path]:
+    """Check --draw before any prediction runs, create its folder, and return one output path per image."""
+    from heads_core import TaskPlugin
+    from PIL import Image
+
+    if type(plugin).draw is TaskPlugin.draw:
+        _fail(f"task {plugin.task!r} has nothing to draw; drop --draw", EXIT_INVALID)
+    Image.init()
+    image_format = Image.registered_extensions().get(draw.suffix.lower())
+    if image_format is None or image_format not in Image.SAVE:
+        written = f"{draw.suffix!r} files" if draw.suffix else "a file without a suffix"
+        _fail(f"--draw {draw}: Pillow cannot write {written}; end the name with .png or .jpg", EXIT_INVALID)
+    targets = _draw_targets(draw, images)
+    inputs = {image.resolve(): image for image in images}
+    for target in targets:
+        if target.resolve() in inputs:
+            _fail(f"--draw {draw} would overwrite the input image {inputs[target.resolve()]}; choose another name", EXIT_INVALID)
+    try:
+        draw.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _fail(f"--draw {draw}: cannot create the folder {draw.parent} ({error.strerror or error})", EXIT_FAILED)
+    return targets
+
+
+def _draw_targets(draw: Path, images: list[Path]) -> list[Path]:
+    """Name one drawing per image as the help of --draw describes, comparing names case-insensitively as macOS and Windows do."""
+    from collections import Counter
+
+    if len(images) == 1:
+        return [draw]
+    stem_counts = Counter(image.stem.casefold() for image in images)
+    labels = [
+        f"{image.stem}-{image.suffix.lstrip('.')}" if stem_counts[image.stem.casefold()] > 1 and image.suffix else image.stem
+        for image in images
+    ]
+    label_counts = Counter(label.casefold() for label in labels)
+    used_names: set[str] = set()
+    targets = []
+    for label in labels:
+        unique = label
+        if label_counts[label.casefold()] > 1:
+            # The same name in two folders, or one image given twice, gets a number that no other name uses.
+            number = 1
+            while (unique := f"{label}-{number}").casefold() in used_names or unique.casefold() in label_counts:
+                number += 1
+        used_names.add(unique.casefold())
+        targets.append(draw.with_name(f"{draw.stem}-{unique}{draw.suffix}"))
+    return targets
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from heads_core.preprocessing import to_eight_bit
 from PIL import Image, ImageDraw, ImageFont
 
 from ..drawing import PALETTE
@@ -20,7 +21,7 @@ def draw_rotated_detections(image: Image.Image, detections: list[dict[str, Any]]
     twice as thick, so the box's orientation shows even for near-squares.
     Colours follow the class id as in heads-detection's axis-aligned drawing.
     """
-    canvas = image.convert("RGB")
+    canvas = to_eight_bit(image).convert("RGB")
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     width = max(2, round(min(canvas.size) / 250))
