@@ -164,3 +164,18 @@ def test_build_model_takes_mapping():
     from_manifest = build_model(validate_manifest(data)).model.state_dict()
     assert from_mapping.keys() == from_manifest.keys()
     assert all(torch.equal(from_mapping[key], from_manifest[key]) for key in from_mapping)
+
+
+def test_prepare_image_follows_manifest(tmp_path):
+    from heads_core import prepare_image
+    from PIL import Image
+
+    manifest = validate_manifest(manifest_data(backbone={"source": "timm", "name": "test_resnet"}))
+    image = Image.new("RGB", (100, 80), (255, 128, 0))
+    path = tmp_path / "orange.png"
+    image.save(path)
+    tensor = prepare_image(path, manifest)
+    assert tensor.shape == (3, 64, 64)
+    expected = (torch.tensor([1.0, 128 / 255, 0.0]) - 0.5) / 0.25
+    torch.testing.assert_close(tensor[:, 32, 32], expected)
+    assert torch.equal(prepare_image(image, manifest), tensor)

@@ -304,3 +304,27 @@ def test_lock_file_mode_matches_checkpoints(manifests, tmp_path):
     assert zoo("build", str(manifests), "--out", str(out)).returncode == 0
     checkpoint_mode = (out / "tiny-1.0.0.safetensors").stat().st_mode & 0o777
     assert (out / "zoo.lock.json").stat().st_mode & 0o777 == checkpoint_mode
+
+
+def test_version_names_packages():
+    result = zoo("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("zoo 0.")
+    assert "heads-core 0." in result.stdout
+
+
+def test_out_that_is_a_file_rejected(manifests, tmp_path):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    result = zoo("build", str(manifests), "--out", str(out))
+    assert result.returncode == 2
+    assert f"--out {out} is a file, not a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert out.read_text() == "not a folder"
+
+
+def test_bare_list_names_default_registry(tmp_path):
+    result = zoo("list", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "zoo-build is not a folder" in result.stderr
+    assert "list what you published with `zoo list" in result.stderr

@@ -19,6 +19,7 @@ from ._api import (
     inspect_checkpoint,
     library_versions,
     load_model,
+    prepare_image,
     save_model,
 )
 from ._backbones import FeatureBackbone, create_backbone, create_feature_backbone, replace_first_conv
@@ -88,6 +89,7 @@ __all__ = [
     "manifest_json_schema",
     "meta_forward",
     "parameters_on_meta",
+    "prepare_image",
     "read_manifest_data",
     "read_state_dict",
     "replace_first_conv",

@@ -81,6 +81,27 @@ def build_model(
     return result
 
 
+def prepare_image(image: Any, manifest: ManifestBase) -> Tensor:
+    """Turn an image into the (C, H, W) tensor a model of `manifest` expects, by the manifest's preprocessing.
+
+    Args:
+        image: a PIL image, or the path of an image file.
+        manifest: the model's manifest, such as `load_model(...).manifest`.
+
+    Classification, anomaly detection and regression resize, center-crop and
+    normalise; detectors and segmentation models normalise and resize as
+    their task needs. Stack the tensors of several images into a batch for
+    the models that take one tensor.
+    """
+    if isinstance(image, (str, Path)):
+        from PIL import Image
+
+        with Image.open(image) as opened:
+            opened.load()
+            return get_plugin(manifest.task).prepare_image(opened, manifest)
+    return get_plugin(manifest.task).prepare_image(image, manifest)
+
+
 def checkpoint_metadata(
     manifest: ManifestBase, reinitialized: list[str], measured_shapes: list[Any] | None = None
 ) -> dict[str, str]:

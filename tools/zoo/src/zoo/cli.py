@@ -36,6 +36,30 @@ REGISTRY_HELP = (
 INSECURE_HELP = "Allow plain HTTP to a registry that is not on a loopback host (loopback hosts always use plain HTTP)."
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for package in ("zoo", "heads-core", "heads-detection", "heads-segmentation"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} not installed")
+    print(", ".join(parts))
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the versions of zoo and the heads packages.")
+    ] = False,
+) -> None:
+    """Validate model manifests, build them into safetensors checkpoints, inspect and run them, publish and pull them."""
+
+
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
     errors.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
@@ -84,6 +108,8 @@ def build(
     """Build manifests into checkpoints; unchanged manifests are skipped."""
     from .building import find_manifests
 
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder; give a folder for the checkpoints", EXIT_INVALID)
     sources = find_manifests(paths)
     missing = [str(p) for p in sources if not p.exists()]
     if missing:
@@ -164,7 +190,14 @@ def _list_folder(folder: Path) -> None:
     from heads_core import ZooError, inspect_checkpoint
 
     if not folder.is_dir():
-        _fail(f"{folder} is not a folder; build checkpoints with `zoo build PATH --out {folder}` first", EXIT_INVALID)
+        from .registry import RegistryError, default_registry
+
+        try:
+            root = default_registry(None)
+            published = f", or list what you published with `zoo list {getattr(root, 'path', root)}` (the default registry)"
+        except RegistryError:
+            published = ""
+        _fail(f"{folder} is not a folder; build checkpoints with `zoo build PATH --out {folder}` first{published}", EXIT_INVALID)
     table = Table(title=str(folder))
     for column in ("checkpoint", "task", "backbone", "size"):
         table.add_column(column)
