@@ -29,7 +29,9 @@ def test_manifest_builds_and_reloads(path, tmp_path):
     plugin = heads_core.get_plugin(manifest.task)
     from PIL import Image
 
-    image = Image.new("RGB", (96, 80), (120, 60, 30))
+    # One band per input channel: an RGB+NIR model takes four bands, not RGB.
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[manifest.backbone.in_chans]
+    image = Image.new(mode, (96, 80), (120, 60, 30, 200)[: len(mode)] if mode != "L" else 90)
     tensor = plugin.prepare_image(image, manifest)
     expected = plugin.predict(result.model, [tensor], manifest)
     assert plugin.predict(loaded.model, [tensor], manifest) == expected
