@@ -207,3 +207,16 @@ def test_inspect_checkpoint_skips_timm_import(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300)
     assert result.stdout.split() == ["test_resnet", "False"]
+
+
+def test_checkpoint_of_missing_task_package(saved, monkeypatch):
+    import heads_core
+
+    registered = heads_core.plugins._registered_entry_points()
+    without = {task: point for task, point in registered.items() if task != "classification"}
+    monkeypatch.setattr(heads_core.plugins, "_registered_entry_points", lambda: without)
+    with pytest.raises(CheckpointError) as raised:
+        inspect_checkpoint(saved)
+    message = str(raised.value)
+    assert message.startswith(f"{saved}: a classification checkpoint, but task 'classification' needs the package")
+    assert "invalid" not in message

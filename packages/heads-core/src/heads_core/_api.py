@@ -172,6 +172,9 @@ def _checked_manifest(header: CheckpointHeader, check_backbone_names: bool = Tru
     try:
         return validate_manifest(data, f"{path} (embedded manifest)", check_backbone_names=check_backbone_names)
     except ManifestError as error:
+        missing_package = [p.message for p in error.problems if p.location == "task" and "not installed" in p.message]
+        if missing_package:  # the file is fine; this environment lacks the task's package
+            raise CheckpointError(path, f"a {data.get('task')} checkpoint, but {missing_package[0]}") from None
         raise CheckpointError(path, f"the embedded manifest is invalid:\n{error}") from None
 
 
