@@ -220,3 +220,15 @@ def test_checkpoint_of_missing_task_package(saved, monkeypatch):
     message = str(raised.value)
     assert message.startswith(f"{saved}: a classification checkpoint, but task 'classification' needs the package")
     assert "invalid" not in message
+
+
+def test_unknown_tag_in_checkpoint_still_loads(tmp_path, built):
+    # A tag that the installed library no longer has: the weights are in the file, so loading goes on.
+    _, model = built
+    data = manifest_data(backbone={"source": "torchvision", "name": "resnet18", "weights": "IMAGENET0K_GONE"})
+    manifest = validate_manifest(data, check_weights_tags=False)
+    path = tmp_path / "tagged.safetensors"
+    save_model(model, manifest, path)
+    loaded = load_model(path)
+    assert loaded.manifest.backbone.weights == "IMAGENET0K_GONE"
+    assert torch.equal(loaded.model.state_dict()["head.fc.weight"], model.state_dict()["head.fc.weight"])

@@ -149,6 +149,8 @@ def save_model(
 
 
 def _checked_manifest(header: CheckpointHeader, check_backbone_names: bool = True) -> Any:
+    # The weights of a checkpoint are in the file, so a pretrained tag that the
+    # installed library no longer has does not stop reading it.
     path = header.path
     if not header.is_zoo_checkpoint:
         raise CheckpointError(
@@ -170,7 +172,9 @@ def _checked_manifest(header: CheckpointHeader, check_backbone_names: bool = Tru
     except json.JSONDecodeError as error:
         raise CheckpointError(path, f"zoo.manifest is not valid JSON ({error})") from None
     try:
-        return validate_manifest(data, f"{path} (embedded manifest)", check_backbone_names=check_backbone_names)
+        return validate_manifest(
+            data, f"{path} (embedded manifest)", check_backbone_names=check_backbone_names, check_weights_tags=False
+        )
     except ManifestError as error:
         missing_package = [p.message for p in error.problems if p.location == "task" and "not installed" in p.message]
         if missing_package:  # the file is fine; this environment lacks the task's package

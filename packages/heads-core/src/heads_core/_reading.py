@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from .errors import ManifestError, ManifestProblem, ZooError
-from .manifest import CHECK_BACKBONE_NAMES
+from .manifest import CHECK_BACKBONE_NAMES, CHECK_WEIGHTS_TAGS
 from .plugins import get_plugin, installed_plugins
 
 if sys.version_info >= (3, 11):
@@ -173,13 +173,19 @@ def problems_from_validation(error: ValidationError, model: Any = None) -> list[
     return problems
 
 
-def validate_manifest(data: Mapping[str, Any], source: str = "<manifest>", *, check_backbone_names: bool = True) -> Any:
+def validate_manifest(
+    data: Mapping[str, Any],
+    source: str = "<manifest>",
+    *,
+    check_backbone_names: bool = True,
+    check_weights_tags: bool = True,
+) -> Any:
     """Validate a manifest mapping and return the task's manifest instance.
 
     With `check_backbone_names=False` the backbone's name and pretrained tag
     are not looked up in its library, which spares importing timm or
-    torchvision; use it only for a manifest that was checked when its
-    checkpoint was built.
+    torchvision; with `check_weights_tags=False` only the tag is not. Use
+    them for a manifest that was checked when its checkpoint was built.
 
     Raises:
         ManifestError: with one problem per invalid field.
@@ -195,7 +201,7 @@ def validate_manifest(data: Mapping[str, Any], source: str = "<manifest>", *, ch
     except ValueError as error:
         raise ManifestError(source, [ManifestProblem("task", str(error))]) from None
     try:
-        context = {CHECK_BACKBONE_NAMES: check_backbone_names}
+        context = {CHECK_BACKBONE_NAMES: check_backbone_names, CHECK_WEIGHTS_TAGS: check_weights_tags}
         return plugin.manifest_type.model_validate(dict(data), context=context)
     except ValidationError as error:
         raise ManifestError(source, problems_from_validation(error, plugin.manifest_type)) from None

@@ -41,8 +41,9 @@ MAX_CLASSES = 100_000
 MAX_OUTPUTS = 10_000
 MAX_INPUT_SIDE = 8192
 MAX_IN_CHANS = 64
-# Validation context key: False skips looking backbone names and pretrained tags up in timm or torchvision.
+# Validation context keys: False skips looking backbone names, or pretrained tags, up in timm or torchvision.
 CHECK_BACKBONE_NAMES = "check_backbone_names"
+CHECK_WEIGHTS_TAGS = "check_weights_tags"
 
 SafeName = Annotated[
     str,
@@ -80,9 +81,11 @@ class BackboneSpec(StrictModel):
     @model_validator(mode="after")
     def _known_name(self, info: ValidationInfo) -> BackboneSpec:
         # Reading a checkpoint's header skips this check, so it need not import timm or torchvision.
-        if (info.context or {}).get(CHECK_BACKBONE_NAMES, True):
+        context = info.context or {}
+        if context.get(CHECK_BACKBONE_NAMES, True):
             check_backbone_name(self.source, self.name)
-            check_weights_tag(self.source, self.name, self.weights)
+            if context.get(CHECK_WEIGHTS_TAGS, True):
+                check_weights_tag(self.source, self.name, self.weights)
         return self
 
 
