@@ -222,3 +222,29 @@ def test_bad_weights_file_explained(tmp_path, source, kind):
     assert BAD_WEIGHTS[kind].format(source=source) in message
     assert "\x1b[" not in message
     assert len(message) < 1000
+
+
+@pytest.mark.parametrize("source", ["torchvision", "timm"])
+def test_fine_tuned_file_keeps_its_classifier(tmp_path, source):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(7)
+    if source == "timm":
+        import timm
+
+        reference = timm.create_model("resnet18", num_classes=10).eval()
+    else:
+        import torchvision
+
+        reference = torchvision.models.resnet18(num_classes=10).eval()
+    save_file(reference.state_dict(), str(tmp_path / "tuned.safetensors"))
+    data = manifest_data(backbone={"source": source, "name": "resnet18", "weights": "tuned.safetensors"},
+                         num_classes=10, class_names=None)
+    result = build_model(validate_manifest(data), weights_dir=tmp_path)
+    assert result.reinitialized == []
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), reference(x), rtol=1e-5, atol=1e-5)
+    # Another class count keeps the trunk and starts the head anew.
+    other = build_model(validate_manifest({**data, "num_classes": 3}), weights_dir=tmp_path)
+    assert other.reinitialized == ["head.fc.bias", "head.fc.weight"]

@@ -418,9 +418,35 @@ def _create_timm(name: str, weights: str | None, in_chans: int, **kwargs: object
     except Exception as error:
         if not pretrained_kwargs.get("pretrained"):
             raise
-        # For a file that does not fit, timm passes on the raw torch or safetensors error, so explain it here.
         file = pretrained_kwargs["pretrained_cfg_overlay"]["file"]
+        classes = None if "num_classes" in kwargs else _file_classifier_size(timm, full_name, file)
+        if classes is None:
+            # For a file that does not fit, timm passes on the raw torch or safetensors error, so explain it here.
+            raise _timm_weights_problem(timm, full_name, file, error) from error
+    # A fine-tuned file: its classifier has another class count than the library's default. The
+    # configuration says so too, or timm would drop the file's classifier as not matching.
+    overlay = {**pretrained_kwargs["pretrained_cfg_overlay"], "num_classes": classes}
+    try:
+        return timm.create_model(
+            full_name, in_chans=in_chans, num_classes=classes, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+        )
+    except Exception as error:
         raise _timm_weights_problem(timm, full_name, file, error) from error
+
+
+def _file_classifier_size(timm: Any, name: str, file: str) -> int | None:
+    """Return the class count of the classifier in a timm weights file when it differs from the model's default."""
+    cfg = timm.get_pretrained_cfg(name)
+    classifier = getattr(cfg, "classifier", None) if cfg is not None else None
+    if isinstance(classifier, (list, tuple)):
+        classifier = classifier[0]
+    if not isinstance(classifier, str):
+        return None
+    state = read_state_dict(file)  # raises a CheckpointError of its own for an unreadable file
+    weight = strip_known_prefix(state, set()).get(f"{classifier}.weight")
+    if weight is None or weight.ndim != 2 or weight.shape[0] == getattr(cfg, "num_classes", None):
+        return None
+    return int(weight.shape[0])
 
 
 def _timm_weights_problem(timm: object, name: str, file: str, error: Exception) -> CheckpointError:
@@ -453,14 +479,26 @@ def _create_torchvision(name: str, weights: str | None, in_chans: int) -> nn.Mod
     elif is_weight_file(weights):
         model = tv_models.get_model(name, weights=None)
         state = read_state_dict(weights)
-        expected = set(model.state_dict())
-        state = strip_known_prefix(state, expected)
-        missing, unexpected = expected - set(state), set(state) - expected
+        expected = model.state_dict()
+        state = strip_known_prefix(state, set(expected))
+        missing, unexpected = set(expected) - set(state), set(state) - set(expected)
         if missing or unexpected:
             raise CheckpointError(
                 weights,
                 f"does not fit torchvision {name}; is it a file for another model? "
                 f"{key_mismatch_message(missing, unexpected, 5)}",
+            )
+        resized = sorted(key for key in expected if state[key].shape != expected[key].shape)
+        final = _last_linear(model)
+        if resized and set(resized) <= {f"{final}.weight", f"{final}.bias"}:
+            # A fine-tuned file: its classifier has another class count than the library's default.
+            model = tv_models.get_model(name, weights=None, num_classes=state[f"{final}.weight"].shape[0])
+        elif resized:
+            first = resized[0]
+            raise CheckpointError(
+                weights,
+                f"does not fit torchvision {name}: {len(resized)} tensors have other shapes, such as {first}: "
+                f"{list(state[first].shape)} in the file, {list(expected[first].shape)} in the model",
             )
         model.load_state_dict(state)
     else:
