@@ -210,3 +210,13 @@ def test_unknown_weights_tag_rejected(source, expected):
 def test_number_for_text_suggests_quotes():
     text = str(_problems(manifest_data(version=1.0)))
     assert 'version: Input should be a valid string (got 1.0); put the value in quotes to keep it text, such as "1.0"' in text
+
+
+@pytest.mark.parametrize(("source", "name"), [("timm", "vit_tiny_patch16_224"), ("torchvision", "vit_b_16")])
+def test_fixed_input_size_enforced(source, name):
+    data = manifest_data(backbone={"source": source, "name": name},
+                         preprocess={"input_size": [384, 384], "mean": [0.5] * 3, "std": [0.25] * 3})
+    text = str(_problems(data))
+    assert f"{source} {name} accepts only 224x224 inputs, but preprocess.input_size is [384, 384]" in text
+    assert "set it to [224, 224] or leave it out" in text
+    assert validate_manifest({**data, "preprocess": None}).preprocess.input_size == (224, 224)

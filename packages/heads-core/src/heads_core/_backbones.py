@@ -355,6 +355,27 @@ def timm_input_size(name: str) -> tuple[int, int]:
     return tuple(cfg.input_size[-2:])  # type: ignore[return-value]
 
 
+def fixed_input_size(source: str, name: str) -> tuple[int, int] | None:
+    """Return the only input size a backbone accepts, or None when it takes any size.
+
+    timm declares this as `fixed_input_size` in the pretrained configuration
+    (ViT, Swin, ...). torchvision's ViT and MaxViT check the input size in
+    their forward pass; both are built for 224x224 without pretrained weights.
+    The build checks the size again with a forward pass on the meta device.
+    """
+    if source == "timm":
+        import timm
+
+        cfg = timm.get_pretrained_cfg(name)
+        if cfg is not None and getattr(cfg, "fixed_input_size", False):
+            height, width = cfg.input_size[-2:]
+            return int(height), int(width)
+        return None
+    if name.startswith(("vit_", "maxvit")):
+        return (224, 224)
+    return None
+
+
 def _timm_pretrained_kwargs(name: str, weights: str | None) -> tuple[str, dict]:
     """Return the timm model name with tag and the create_model arguments that load `weights`."""
     if weights is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._backbones import check_backbone_name, check_weights_tag, timm_input_size
+from ._backbones import check_backbone_name, check_weights_tag, fixed_input_size, timm_input_size
 
 __all__ = [
     "AnomalyManifest",
@@ -189,11 +189,23 @@ class ManifestBase(StrictModel):
         filled = {name: getattr(defaults, name) for name in missing if name in Preprocess.model_fields}
         return {**data, "preprocess": {**block, **filled}}
 
+    # Whether the model runs at preprocess.input_size as it is, so a backbone
+    # with a fixed input size (ViT, Swin) must get exactly that size.
+    runs_at_input_size: ClassVar[bool] = False
+
     @model_validator(mode="after")
-    def _fill_preprocess(self) -> ManifestBase:
+    def _fill_preprocess(self, info: ValidationInfo) -> ManifestBase:
         if self.preprocess is None:
             object.__setattr__(self, "preprocess", default_preprocess(self.backbone))
         assert self.preprocess is not None
+        # Like the name, the size was checked when a checkpoint was built, and looking it up imports timm.
+        check = self.runs_at_input_size and (info.context or {}).get(CHECK_BACKBONE_NAMES, True)
+        needed = fixed_input_size(self.backbone.source, self.backbone.name) if check else None
+        if needed is not None and tuple(self.preprocess.input_size) != needed:
+            raise ValueError(
+                f"{self.backbone.source} {self.backbone.name} accepts only {needed[0]}x{needed[1]} inputs, but "
+                f"preprocess.input_size is {list(self.preprocess.input_size)}; set it to {list(needed)} or leave it out"
+            )
         if len(self.preprocess.mean) != self.backbone.in_chans:
             raise ValueError(
                 f"preprocess.mean and preprocess.std have {len(self.preprocess.mean)} values but "
@@ -227,6 +239,7 @@ class ClassificationManifest(ManifestBase):
     """Image classification: `num_classes` softmax logits."""
 
     task: Literal["classification"]
+    runs_at_input_size: ClassVar[bool] = True
     num_classes: Annotated[int, Field(ge=1, le=MAX_CLASSES)]
     class_names: list[Label] | None = Field(default=None, max_length=MAX_CLASSES)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
@@ -241,6 +254,7 @@ class AnomalyManifest(ManifestBase):
     """Anomaly detection: one logit per image; sigmoid gives the anomaly probability."""
 
     task: Literal["anomaly_detection"]
+    runs_at_input_size: ClassVar[bool] = True
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
 
@@ -249,6 +263,7 @@ class RegressionManifest(ManifestBase):
     """Regression: `num_outputs` raw values per image."""
 
     task: Literal["regression"]
+    runs_at_input_size: ClassVar[bool] = True
     num_outputs: Annotated[int, Field(ge=1, le=MAX_OUTPUTS)] = 1
     output_names: list[Label] | None = Field(default=None, max_length=MAX_OUTPUTS)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
+from heads_core._backbones import fixed_input_size
 from heads_core.manifest import (
     MAX_CLASSES,
     MAX_INPUT_SIDE,
@@ -97,27 +98,6 @@ def _per_channel(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
     if in_chans < len(values):
         return (average,) * in_chans
     return values + (average,) * (in_chans - len(values))
-
-
-def fixed_input_size(source: str, name: str) -> tuple[int, int] | None:
-    """Return the only input size a backbone accepts, or None when it takes any size.
-
-    timm declares this as `fixed_input_size` in the pretrained configuration
-    (ViT, Swin, ...). torchvision's ViT and MaxViT check the input size in
-    their forward pass; both are built for 224x224 without pretrained weights.
-    The build checks the size again with a forward pass on the meta device.
-    """
-    if source == "timm":
-        import timm
-
-        cfg = timm.get_pretrained_cfg(name)
-        if cfg is not None and getattr(cfg, "fixed_input_size", False):
-            height, width = cfg.input_size[-2:]
-            return int(height), int(width)
-        return None
-    if name.startswith(("vit_", "maxvit")):
-        return (224, 224)
-    return None
 
 
 def check_class_names(names: list[str] | None, num_classes: int) -> None:
