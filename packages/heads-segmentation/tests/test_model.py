@@ -187,3 +187,18 @@ def test_resnet_aux_reads_layer3():
     backbone_module = result.model.backbone
     assert backbone_module.returns == {"out": "layer4", "aux": "layer3"}
     assert "fc" not in backbone_module and "avgpool" not in backbone_module
+
+
+def test_bad_timm_weights_file_not_blamed_on_stride(tmp_path):
+    from heads_core import CheckpointError, build_model, validate_manifest
+
+    from .conftest import seg_data
+
+    (tmp_path / "garbage.safetensors").write_bytes(b"\xff" * 256)
+    manifest = validate_manifest(seg_data(
+        architecture="fcn", backbone={**SMALL["fcn"], "output_stride": 8, "weights": str(tmp_path / "garbage.safetensors")},
+    ))
+    with pytest.raises(CheckpointError) as raised:
+        build_model(manifest)
+    assert str(raised.value).startswith(f"{tmp_path / 'garbage.safetensors'}: not a readable safetensors file")
+    assert "dilated" not in str(raised.value)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from heads_core import create_feature_backbone, read_state_dict, replace_first_conv
+from heads_core import ZooError, create_feature_backbone, read_state_dict, replace_first_conv
 
 # NOTE: these heads-core internals are used because `create_feature_backbone`
 # has no way to pass timm's `output_stride` and `dynamic_img_size` options.
@@ -334,6 +334,8 @@ def create_levels(
     elif kind == "timm":
         try:
             model = _timm_features(name, weights, in_chans, output_stride)
+        except ZooError:  # a weights file that cannot be read or does not fit, with its own message
+            raise
         # timm raises TypeError for models without an output_stride option and
         # AssertionError or ValueError for strides a model does not support.
         except (TypeError, AssertionError, ValueError, NotImplementedError) as error:
