@@ -220,3 +220,18 @@ def test_fixed_input_size_enforced(source, name):
     assert f"{source} {name} accepts only 224x224 inputs, but preprocess.input_size is [384, 384]" in text
     assert "set it to [224, 224] or leave it out" in text
     assert validate_manifest({**data, "preprocess": None}).preprocess.input_size == (224, 224)
+
+
+def test_partial_preprocess_keeps_pretrained_settings():
+    backbone = {"source": "timm", "name": "resnet18"}
+    full = validate_manifest(manifest_data(backbone=backbone, preprocess=None)).preprocess
+    only_mean = validate_manifest(manifest_data(backbone=backbone, preprocess={"mean": [0.5] * 3})).preprocess
+    assert (only_mean.input_size, only_mean.resize, only_mean.interpolation) == (full.input_size, full.resize, "bicubic")
+    assert only_mean.std == full.std
+    only_size = validate_manifest(manifest_data(backbone=backbone, preprocess={"input_size": [160, 192]})).preprocess
+    assert (only_size.resize, only_size.interpolation) == (None, "bicubic")
+
+
+def test_partial_mean_for_other_channel_count_named():
+    data = manifest_data(backbone={"source": "timm", "name": "resnet18", "in_chans": 4}, preprocess={"mean": [0.5] * 3})
+    assert "preprocess.mean and preprocess.std have 3 values but backbone.in_chans is 4" in str(_problems(data))

@@ -186,7 +186,16 @@ class ManifestBase(StrictModel):
         except (ValidationError, ValueError, TypeError):
             return data  # the backbone's own problems are reported by the full validation
         defaults = default_preprocess(backbone)
-        filled = {name: getattr(defaults, name) for name in missing if name in Preprocess.model_fields}
+        filled: dict[str, Any] = {name: getattr(defaults, name) for name in missing}
+        for name, other in (("mean", "std"), ("std", "mean")):
+            # Sized like the statistics that are given, so a count that differs from in_chans is named as such.
+            if name in missing and isinstance(block.get(other), (list, tuple)) and block[other]:
+                rgb = IMAGENET_MEAN if name == "mean" else IMAGENET_STD
+                filled[name] = _per_channel(getattr(defaults, name)[:3] if backbone.in_chans >= 3 else rgb, len(block[other]))
+        if "interpolation" in preprocess_type.model_fields and "interpolation" not in block:
+            filled["interpolation"] = defaults.interpolation
+        if "resize" in preprocess_type.model_fields and "input_size" in missing and "resize" not in block:
+            filled["resize"] = defaults.resize  # the pretrained crop; a given input_size keeps resize at input_size / 0.875
         return {**data, "preprocess": {**block, **filled}}
 
     # Whether the model runs at preprocess.input_size as it is, so a backbone
