@@ -180,13 +180,14 @@ def test_one_failure_does_not_stop_the_rest(manifests, tmp_path):
 
 
 def test_failed_build_row_names_no_checkpoint(tmp_path):
-    # Valid manifest, but its weights file is missing: the failure comes from the build itself.
+    # Valid manifest, but its weights file is damaged: the failure comes from the build itself.
+    (tmp_path / "damaged.pth").write_bytes(b"\x00not a pickle" * 8)
     path = write(tmp_path, "lost.yaml", name="lost",
-                 backbone={"source": "torchvision", "name": "resnet18", "weights": "gone.pth"})
+                 backbone={"source": "torchvision", "name": "resnet18", "weights": "damaged.pth"})
     out = tmp_path / "out"
     result = zoo("build", str(path), "--out", str(out))
     assert result.returncode == 1, result.stderr
-    assert "gone.pth not found" in result.stderr
+    assert "damaged.pth: is damaged or not a PyTorch weights file" in result.stderr
     row = next(line for line in result.stdout.splitlines() if "lost.yaml" in line)
     assert "failed" in row
     assert "lost-1.0.0" not in row
@@ -328,3 +329,13 @@ def test_bare_list_names_default_registry(tmp_path):
     assert result.returncode == 2
     assert "zoo-build is not a folder" in result.stderr
     assert "list what you published with `zoo list" in result.stderr
+
+
+def test_validate_finds_missing_weights_file(tmp_path):
+    path = write(tmp_path, "lost.yaml", name="lost",
+                 backbone={"source": "torchvision", "name": "resnet18", "weights": "gone.pth"})
+    for command in ("validate", "build"):
+        result = zoo(command, str(path), "--out", str(tmp_path / "out")) if command == "build" else zoo(command, str(path))
+        assert result.returncode == 2, result.stderr
+        assert "backbone.weights: weights file 'gone.pth' not found" in result.stderr
+        assert str(tmp_path / "gone.pth") in result.stderr

@@ -210,8 +210,25 @@ def validate_manifest(
 
 
 def load_manifest(path: str | Path) -> Any:
-    """Read and validate a manifest file."""
-    return validate_manifest(read_manifest_data(path), str(path))
+    """Read and validate a manifest file, including that the weights files it names exist.
+
+    Relative weights paths start from the manifest's folder.
+    """
+    manifest = validate_manifest(read_manifest_data(path), str(path))
+    from ._weights import is_weight_file
+
+    folder = Path(path).parent
+    problems = []
+    for location, value in (("backbone.weights", manifest.backbone.weights), ("weights", getattr(manifest, "weights", None))):
+        if isinstance(value, str) and is_weight_file(value) and not (folder / value).is_file():
+            problems.append(ManifestProblem(
+                location,
+                f"weights file {value!r} not found (looked for {(folder / value).resolve()}); give the path of an "
+                "existing file, relative to the manifest's folder",
+            ))
+    if problems:
+        raise ManifestError(str(path), problems)
+    return manifest
 
 
 def manifest_json_schema() -> dict[str, Any]:
