@@ -339,3 +339,19 @@ def test_validate_finds_missing_weights_file(tmp_path):
         assert result.returncode == 2, result.stderr
         assert "backbone.weights: weights file 'gone.pth' not found" in result.stderr
         assert str(tmp_path / "gone.pth") in result.stderr
+
+
+def test_predict_goes_on_after_unreadable_image(tmp_path):
+    from PIL import Image
+
+    path = write(tmp_path, "tiny.yaml")
+    out = tmp_path / "out"
+    assert zoo("build", str(path), "--out", str(out)).returncode == 0
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 40), "blue").save(good)
+    result = zoo("predict", str(out / "tiny-1.0.0.safetensors"), str(broken), str(good), "--json")
+    assert result.returncode == 2
+    assert f"error: {broken}: cannot read the image" in result.stderr
+    assert [entry["image"] for entry in json.loads(result.stdout)] == [str(good)]

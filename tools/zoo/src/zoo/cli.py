@@ -467,17 +467,22 @@ def predict(
     plugin = get_plugin(loaded.manifest.task)
     targets = _prepare_draw_targets(draw, images, plugin) if draw is not None else []
     results = []
+    skipped = 0
     for index, image_path in enumerate(images):
+        # One image that cannot be used is reported, and the others still run, as in zoo build.
         try:
             image = Image.open(image_path)
             image.load()
-        except (OSError, UnidentifiedImageError) as error:
-            _fail(f"{image_path}: cannot read the image ({error})", EXIT_INVALID)
-        try:
             tensor = plugin.prepare_image(image, loaded.manifest)
             prediction = _predict_image(plugin, loaded.model, tensor, loaded.manifest, top_k, (image.height, image.width))
+        except (OSError, UnidentifiedImageError) as error:
+            errors.print(f"error: {image_path}: cannot read the image ({error})", markup=False, highlight=False, soft_wrap=True)
+            skipped += 1
+            continue
         except ValueError as error:
-            _fail(f"{image_path}: {error}", EXIT_INVALID)
+            errors.print(f"error: {image_path}: {error}", markup=False, highlight=False, soft_wrap=True)
+            skipped += 1
+            continue
         results.append({"image": str(image_path), **prediction})
         if targets:
             target = targets[index]
@@ -492,8 +497,12 @@ def predict(
             console.print(f"[bold]{image_path}[/bold]")
             for line in plugin.format_prediction(prediction, loaded.manifest):
                 console.print(f"  {line}", highlight=False, markup=False)
+            if targets:
+                console.print(f"  drawn: {targets[index]}", highlight=False, markup=False)
     if as_json:
         print(json.dumps(results, indent=2))
+    if skipped:
+        raise typer.Exit(EXIT_INVALID)
 
 
 def _predict_image(plugin: Any, model: Any, tensor: Any, manifest: Any, top_k: int, image_size: tuple[int, int]) -> dict:
