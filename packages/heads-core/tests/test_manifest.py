@@ -235,3 +235,15 @@ def test_partial_preprocess_keeps_pretrained_settings():
 def test_partial_mean_for_other_channel_count_named():
     data = manifest_data(backbone={"source": "timm", "name": "resnet18", "in_chans": 4}, preprocess={"mean": [0.5] * 3})
     assert "preprocess.mean and preprocess.std have 3 values but backbone.in_chans is 4" in str(_problems(data))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("num_classes", True, "m.yaml: num_classes must be a number, not a boolean"),
+        ("seed", False, "m.yaml: seed must be a number, not a boolean"),
+        ("dropout", "0.2", "m.yaml: dropout must be a number, not the text '0.2' (write it without quotes)"),
+    ],
+)
+def test_booleans_and_text_are_not_numbers(field, value, expected):
+    assert expected in str(_problems(manifest_data(**{field: value}, class_names=None)))

@@ -22,6 +22,7 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from ._backbones import check_backbone_name, check_weights_tag, fixed_input_size, timm_input_size
 
@@ -62,6 +63,28 @@ class StrictModel(BaseModel):
     """Base of every manifest section: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        # pydantic turns true into 1 and "10" into 10; in a manifest those are slips, not numbers.
+        if not isinstance(data, Mapping):
+            return data
+        slips = []
+        for name, value in data.items():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if field is None or not isinstance(value, (bool, str)) or not _number_only(field.annotation):
+                continue
+            kind = "a boolean" if isinstance(value, bool) else f"the text {value!r} (write it without quotes)"
+            slips.append(f"{name} must be a number, not {kind}")
+        if slips:
+            raise PydanticCustomError("number_expected", "; ".join(slips))
+        return data
+        if isinstance(value, bool):
+            raise ValueError("expected a number, not a boolean")
+        if isinstance(value, str):
+            raise ValueError("expected a number, not text; write the number without quotes")
+        return value
 
 
 class BackboneSpec(StrictModel):
@@ -221,6 +244,25 @@ class ManifestBase(StrictModel):
                 f"backbone.in_chans is {self.backbone.in_chans}; give one value per input channel"
             )
         return self
+
+
+def _number_only(annotation: Any) -> bool:
+    """Tell whether a field's annotation allows numbers (int, float) and None only."""
+    leaves: set[Any] = set()
+
+    def collect(node: Any) -> None:
+        arguments = get_args(node)
+        if not arguments:
+            leaves.add(node)
+        for argument in arguments:
+            if isinstance(argument, type) or get_args(argument):
+                collect(argument)
+            elif not hasattr(argument, "metadata"):  # a Literal's value, unlike Annotated's field metadata
+                leaves.add(type(argument))
+
+    collect(annotation)
+    leaves.discard(type(None))
+    return bool(leaves) and leaves <= {int, float}
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
