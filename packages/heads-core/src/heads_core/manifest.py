@@ -80,11 +80,6 @@ class StrictModel(BaseModel):
         if slips:
             raise PydanticCustomError("number_expected", "; ".join(slips))
         return data
-        if isinstance(value, bool):
-            raise ValueError("expected a number, not a boolean")
-        if isinstance(value, str):
-            raise ValueError("expected a number, not text; write the number without quotes")
-        return value
 
 
 class BackboneSpec(StrictModel):
