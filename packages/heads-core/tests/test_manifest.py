@@ -247,3 +247,9 @@ def test_partial_mean_for_other_channel_count_named():
 )
 def test_booleans_and_text_are_not_numbers(field, value, expected):
     assert expected in str(_problems(manifest_data(**{field: value}, class_names=None)))
+
+
+def test_unsupported_torchvision_model_lists_families():
+    text = str(_problems(manifest_data(backbone={"source": "torchvision", "name": "googlenet"})))
+    assert "torchvision 'googlenet' is not supported as a backbone; the supported families are" in text
+    assert "resnet" in text

@@ -127,6 +127,14 @@ def check_backbone_name(source: str, name: str) -> None:
             return
     elif name in available_backbones(source):
         return
+    if source == "torchvision":
+        tv_models = require("torchvision.models", "a torchvision backbone")
+        if name in tv_models.list_models(module=tv_models):
+            families = sorted({prefix.rstrip("_") for family in TORCHVISION_FAMILIES for prefix in family.prefixes})
+            raise ValueError(
+                f"torchvision {name!r} is not supported as a backbone; the supported families are "
+                f"{', '.join(families)}, or use a timm model (source: timm)"
+            )
     bare = name.split(".", 1)[0]
     close = difflib.get_close_matches(bare, available_backbones(source), n=5, cutoff=0.6)
     hint = f"; did you mean: {', '.join(close)}?" if close else f"; list the choices with {source}'s list_models()"
