@@ -253,3 +253,8 @@ def test_unsupported_torchvision_model_lists_families():
     text = str(_problems(manifest_data(backbone={"source": "torchvision", "name": "googlenet"})))
     assert "torchvision 'googlenet' is not supported as a backbone; the supported families are" in text
     assert "resnet" in text
+
+
+def test_single_number_for_list_suggests_list():
+    data = manifest_data(preprocess={"input_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3})
+    assert "preprocess.input_size: Input should be a valid tuple (got 64); write a list, such as [64, 64]" in str(_problems(data))

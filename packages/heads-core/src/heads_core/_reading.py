@@ -166,6 +166,8 @@ def problems_from_validation(error: ValidationError, model: Any = None) -> list[
             message = "unknown key; remove it or check its spelling"
         if allowed is not None:
             message += f"; allowed: {allowed}"
+        if item["type"] in ("tuple_type", "list_type") and type(item.get("input")) in (int, float):
+            message += f"; write a list, such as [{item['input']}, {item['input']}]"
         if item["type"] == "string_type" and type(item.get("input")) in (int, float):
             # YAML reads an unquoted 1.0 as a number.
             message += f'; put the value in quotes to keep it text, such as "{item["input"]}"'
