@@ -493,12 +493,12 @@ def predict(
             except OSError as error:
                 _fail(f"{target}: cannot write the drawing ({error.strerror or error})", EXIT_FAILED)
             results[-1]["drawn"] = str(target)
+            # On stderr, so the predictions on stdout keep one format.
+            errors.print(f"drew {image_path} into {target}", markup=False, highlight=False, soft_wrap=True)
         if not as_json:
             console.print(f"[bold]{image_path}[/bold]")
             for line in plugin.format_prediction(prediction, loaded.manifest):
                 console.print(f"  {line}", highlight=False, markup=False)
-            if targets:
-                console.print(f"  drawn: {targets[index]}", highlight=False, markup=False)
     if as_json:
         print(json.dumps(results, indent=2))
     if skipped:
