@@ -452,8 +452,8 @@ def _create_timm(name: str, weights: str | None, in_chans: int, **kwargs: object
         if classes is None:
             # For a file that does not fit, timm passes on the raw torch or safetensors error, so explain it here.
             raise _timm_weights_problem(timm, full_name, file, error) from error
-    # A fine-tuned file: its classifier has another class count than the library's default. The
-    # configuration says so too, or timm would drop the file's classifier as not matching.
+    # A fine-tuned file: its classifier has another class count than the library's default. The pretrained
+    # configuration gets the same count, because timm drops a classifier whose count differs from it.
     overlay = {**pretrained_kwargs["pretrained_cfg_overlay"], "num_classes": classes}
     try:
         return timm.create_model(

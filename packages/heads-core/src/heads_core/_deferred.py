@@ -215,7 +215,7 @@ def deferred_initialisation(*, discard: bool = False) -> Iterator[None]:
 
     Random fills draw from torch's generator when they run, so a model built
     inside the block has other random values than one built outside it with
-    the same seed; two builds inside the block with the same seed agree.
+    the same seed. Two builds inside the block with the same seed agree.
     """
     mode = _DeferWrites()
     original = nn.Module.register_parameter
