@@ -258,3 +258,10 @@ def test_unsupported_torchvision_model_lists_families():
 def test_single_number_for_list_suggests_list():
     data = manifest_data(preprocess={"input_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3})
     assert "preprocess.input_size: Input should be a valid tuple (got 64); write a list, such as [64, 64]" in str(_problems(data))
+
+
+def test_optional_field_range_named():
+    data = manifest_data(preprocess={"input_size": [64, 64], "resize": 4, "mean": [0.5] * 3, "std": [0.25] * 3})
+    assert "preprocess.resize: Input should be greater than or equal to 8 (got 4); allowed: 8 <= resize <= 8192" in str(
+        _problems(data)
+    )

@@ -173,3 +173,9 @@ def test_partial_preprocess_filled_from_backbone():
     manifest = validate_manifest(manifest_data("fcos", preprocess={"mean": [0.5, 0.5, 0.5]}))
     assert manifest.preprocess.mean == (0.5, 0.5, 0.5)
     assert manifest.preprocess.std == pytest.approx((0.229, 0.224, 0.225))
+
+
+def test_score_threshold_range_named():
+    with pytest.raises(ManifestError) as raised:
+        validate_manifest(manifest_data("fcos", score_threshold=2))
+    assert "allowed: 0.0 <= score_threshold < 1.0" in str(raised.value)

@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -126,12 +126,14 @@ _BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_e
 def _allowed_range(model: Any, loc: tuple[Any, ...]) -> str | None:
     """Describe the range of the field at `loc` in a pydantic model, such as `1 <= num_classes <= 100000`.
 
-    Only plain nested model fields are followed. For a location through a
-    list, tuple or union it returns None, and the message keeps pydantic's
+    Nested model fields are followed, optional ones too. For a location
+    through a list or tuple it returns None, and the message keeps pydantic's
     single limit.
     """
     field = None
     for item in loc:
+        # An optional section, such as `Preprocess | None`, is followed into its model.
+        model = next((member for member in (model, *get_args(model)) if hasattr(member, "model_fields")), model)
         fields = getattr(model, "model_fields", None)
         if not isinstance(item, str) or not isinstance(fields, dict) or item not in fields:
             return None
@@ -139,8 +141,13 @@ def _allowed_range(model: Any, loc: tuple[Any, ...]) -> str | None:
         model = field.annotation
     if field is None:
         return None
+    constraints = list(field.metadata)
+    if not constraints:  # an optional field, `Annotated[float, Field(...)] | None`, keeps them inside the union
+        for member in get_args(field.annotation):
+            for extra in get_args(member)[1:]:
+                constraints.extend(getattr(extra, "metadata", [extra]))
     lower = upper = ""
-    for constraint in field.metadata:
+    for constraint in constraints:
         for name, sign in (("ge", "<="), ("gt", "<")):
             if getattr(constraint, name, None) is not None:
                 lower = f"{getattr(constraint, name)} {sign} "
