@@ -13,8 +13,6 @@ import fcntl
 import functools
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -87,21 +85,11 @@ def read_lock(out: Path) -> dict[str, LockEntry]:
 def write_lock(out: Path, entries: dict[str, LockEntry]) -> None:
     """Write the lock file atomically, keys sorted."""
     payload = {"version": LOCK_VERSION, "checkpoints": {k: asdict(entries[k]) for k in sorted(entries)}}
-    fd, temporary = tempfile.mkstemp(prefix=f".{LOCK_NAME}.", suffix=".partial", dir=out)
-    try:
-        # mkstemp makes the file private; give it the mode of the checkpoints beside it.
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w") as file:
-            json.dump(payload, file, indent=2, sort_keys=True)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, out / LOCK_NAME)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # Imported here, so an unchanged build, which writes no lock, does not load the registry package.
+    from .registry.files import write_atomically
+
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    write_atomically(out / LOCK_NAME, text.encode())
 
 
 @functools.cache
